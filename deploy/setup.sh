@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian/Ubuntu machine: system packages, then a virtualenv
+# with the locked Python dependencies. `deploy/setup.sh test` adds what the tests need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  echo "setup: installing Debian packages: $*"
+  if [ ! -f /var/lib/apt/periodic/potluck-updated ] || ! apt-cache show "$1" >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root mkdir -p /var/lib/apt/periodic && as_root touch /var/lib/apt/periodic/potluck-updated
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+if [ "$mode" = test ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+fi
+apt_install "${packages[@]+"${packages[@]}"}"
+
+lock=requirements.lock
+[ "$mode" = test ] && lock=requirements-test.lock
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python dependencies from $lock"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q --require-hashes -r "$lock"
+  .venv/bin/pip install -q --no-deps -e .
+  rm -f .venv/.installed-* && touch "$stamp"
+fi

@@ -1,0 +1,132 @@
+"""Configuration: a TOML file plus POTLUCK_* environment overrides.
+
+Secrets (API keys, bot tokens) come only from here, never from recipes, and are kept out of
+repr() so a logged Config shows no key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("POTLUCK_HOME", Path.home() / ".potluck"))
+
+
+@dataclass
+class Config:
+    home: Path
+    database_url: str
+    key_file: Path
+    admins: list[str] = field(default_factory=list)
+    allowed_users: list[str] = field(default_factory=list)
+    allowed_rooms: list[str] = field(default_factory=list)
+    relays: list[str] = field(default_factory=list)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8737
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.toml"
+
+
+TEMPLATE = """\
+# Potluck configuration. Secrets may live here (this file is mode 0600) or in the
+# environment; they never go into recipes.
+
+[store]
+# SQLite by default; for larger installs: "postgresql://user@host/potluck"
+database_url = "sqlite:///{db}"
+
+[gateway]
+key_file = "{key}"
+# Closed by default: list who may talk to the bot and who may change a room's recipe,
+# as platform ids, e.g. "matrix:@you:example.org", "telegram:123456", "discord:987654".
+admins = []
+allowed_users = []
+allowed_rooms = []
+
+[web]
+host = "127.0.0.1"
+port = 8737
+
+[receipts]
+# Relays receive events only from rooms that opt in.
+relays = []
+
+[secrets]
+# openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
+"""
+
+
+def _list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{name} must be a list of strings")
+
+
+def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read home/config.toml (absent is fine: defaults), then apply POTLUCK_* overrides."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("POTLUCK_HOME", home or default_home()))
+    path = home / "config.toml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{path}: {exc}; fix the line or delete the file and run `potluck init`"
+            ) from None
+    store, gateway = data.get("store", {}), data.get("gateway", {})
+    web, receipts = data.get("web", {}), data.get("receipts", {})
+    secrets = {str(k): str(v) for k, v in data.get("secrets", {}).items()}
+    try:
+        config = Config(
+            home=home,
+            database_url=env.get("POTLUCK_DATABASE_URL")
+            or store.get("database_url", f"sqlite:///{home / 'potluck.db'}"),
+            key_file=Path(
+                env.get("POTLUCK_KEY_FILE") or gateway.get("key_file") or home / "gateway.key"
+            ),
+            admins=_list(env.get("POTLUCK_ADMINS", gateway.get("admins", [])), "admins"),
+            allowed_users=_list(
+                env.get("POTLUCK_ALLOWED_USERS", gateway.get("allowed_users", [])), "allowed_users"
+            ),
+            allowed_rooms=_list(
+                env.get("POTLUCK_ALLOWED_ROOMS", gateway.get("allowed_rooms", [])), "allowed_rooms"
+            ),
+            relays=_list(env.get("POTLUCK_RELAYS", receipts.get("relays", [])), "relays"),
+            web_host=env.get("POTLUCK_WEB_HOST", web.get("host", "127.0.0.1")),
+            web_port=int(env.get("POTLUCK_WEB_PORT", web.get("port", 8737))),
+            secrets=secrets,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def write_default_config(home: Path) -> Path:
+    """Write config.toml with mode 0600 from the first byte (no window where it is readable)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "config.toml"
+    text = TEMPLATE.format(db=home / "potluck.db", key=home / "gateway.key")
+    write_private(path, text.encode())
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

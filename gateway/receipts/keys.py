@@ -1,0 +1,80 @@
+"""The gateway's key pair, kept as a 0600 file holding the secret in hex."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coincurve import PrivateKey
+
+from .nip19 import npub_encode, nsec_encode
+
+
+class KeyFileError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    secret: bytes = field(repr=False)
+
+    @property
+    def pubkey(self) -> str:
+        """x-only public key, lowercase hex, as NIP-01 wants it."""
+        return PrivateKey(self.secret).public_key_xonly.format().hex()
+
+    @property
+    def npub(self) -> str:
+        return npub_encode(self.pubkey)
+
+    def nsec(self) -> str:
+        return nsec_encode(self.secret.hex())
+
+    def pseudonym(self, purpose: str, value: str) -> str:
+        """A stable salted hash (people's platform ids, room ids): same input, same output
+        on this install; unlinkable across installs; the salt never leaves the key file."""
+        salt = hashlib.sha256(b"potluck/pseudonym/" + purpose.encode() + self.secret).digest()
+        return hmac.new(salt, value.encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        while True:
+            candidate = secrets.token_bytes(32)
+            try:
+                PrivateKey(candidate)
+            except ValueError:  # zero or ≥ n: astronomically rare
+                continue
+            return cls(candidate)
+
+
+def write_key_file(path: Path, pair: KeyPair) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pair.secret.hex() + "\n")
+
+
+def read_key_file(path: Path) -> KeyPair:
+    """Refuses a key file others can read, as ssh does: a leaked key forges receipts."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise KeyFileError(f"no key file at {path}; run `potluck init`") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is readable by others (mode {oct(mode & 0o777)}); run `chmod 600 {path}`"
+        )
+    try:
+        secret = bytes.fromhex(text)
+        PrivateKey(secret)
+    except ValueError:
+        raise KeyFileError(f"{path} does not hold a 64-hex secret key") from None
+    if len(secret) != 32:
+        raise KeyFileError(f"{path} does not hold a 32-byte secret key")
+    return KeyPair(secret)

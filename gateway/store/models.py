@@ -1,0 +1,152 @@
+"""Tables. Schema changes go through Alembic migrations in gateway/store/migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RecipeVersion(Base):
+    """Every saved version, content-addressed. Never updated, never deleted."""
+
+    __tablename__ = "recipe_versions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    forked_from: Mapped[str | None] = mapped_column(String(64), index=True)
+    document: Mapped[str] = mapped_column(Text)  # canonical JSON
+    origin: Mapped[str] = mapped_column(String(16))  # bundled | local | import
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class RecipeHead(Base):
+    """The current version of each named recipe in this install."""
+
+    __tablename__ = "recipe_heads"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("recipe_versions.id"))
+    origin: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+    __table_args__ = (UniqueConstraint("platform", "platform_room_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    platform_room_id: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(255), default="")
+    recipe_version_id: Mapped[str | None] = mapped_column(ForeignKey("recipe_versions.id"))
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # publish, relays, transparency
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), index=True)
+    recipe_version_id: Mapped[str] = mapped_column(ForeignKey("recipe_versions.id"))
+    status: Mapped[str] = mapped_column(String(16), default="live")  # live | ended | cut
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Message(Base):
+    """Every incoming event is stored before it is acted on; the unique key stops doubles."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("room_id", "platform_event_id"),
+        Index("ix_messages_room_created", "room_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"))
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"))
+    platform_event_id: Mapped[str | None] = mapped_column(String(255))
+    direction: Mapped[str] = mapped_column(String(4))  # in | out
+    sender: Mapped[str] = mapped_column(String(255))  # agent name, or salted hash of a person
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="received")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Outbox(Base):
+    """Every outgoing message, with its delivery state, so a restart resends or edits."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), index=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    platform_message_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ReceiptRow(Base):
+    """A signed Nostr event, stored exactly as signed (the JSON text is what verifies)."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (UniqueConstraint("session_id", "seq"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the event id
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[int] = mapped_column(Integer)
+    event_json: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str | None] = mapped_column(String(64))  # for commitments; never published
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Publication(Base):
+    """Publish state of one event on one relay: sent until a relay says OK."""
+
+    __tablename__ = "publications"
+    event_id: Mapped[str] = mapped_column(ForeignKey("receipts.id"), primary_key=True)
+    relay: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ok|rejected
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class AdapterCursor(Base):
+    """Where each adapter got to (Matrix next_batch, Telegram update offset)."""
+
+    __tablename__ = "adapter_cursors"
+    adapter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

@@ -1,0 +1,90 @@
+"""The `potluck` command as a user runs it: a real process, a real home directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_sillytavern import V2
+
+POTLUCK = [sys.executable, "-m", "gateway"]
+
+
+def potluck(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "POTLUCK_HOME": str(home)}
+    env.pop("POTLUCK_DATABASE_URL", None)
+    done = subprocess.run([*POTLUCK, *args], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    potluck(home, "init")
+    return home
+
+
+def test_init_writes_private_files_and_is_idempotent(home: Path) -> None:
+    for name in ("config.toml", "gateway.key"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600
+    key = (home / "gateway.key").read_text()
+    again = potluck(home, "init")
+    assert "kept" in again.stdout and (home / "gateway.key").read_text() == key
+    assert "npub1" in again.stdout
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    potluck(tmp_path, "init")
+    (tmp_path / "gateway.key").chmod(0o644)
+    done = potluck(tmp_path, "init", ok=False)
+    assert done.returncode == 2 and "chmod 600" in done.stderr
+
+
+def test_list_fork_set_diff_history_export(home: Path, tmp_path: Path) -> None:
+    listing = potluck(home, "recipe", "list").stdout
+    for name in ("code-review", "debate", "crush", "board", "solo"):
+        assert f"{name}@" in listing
+    assert (
+        "forked from code-review@" in potluck(home, "recipe", "fork", "code-review", "mine").stdout
+    )
+    set_out = potluck(
+        home, "recipe", "set", "mine", "agents.architect.model", "openai/gpt-5"
+    ).stdout
+    assert "agents.architect.model: anthropic/claude-sonnet-4-5 → openai/gpt-5" in set_out
+    diff = potluck(home, "recipe", "diff", "code-review", "mine").stdout
+    assert "~ name: code-review → mine" in diff and "openai/gpt-5" in diff
+    history = potluck(home, "recipe", "history", "mine").stdout.splitlines()
+    assert len(history) == 3 and history[-1].startswith("← code-review@")
+    out = tmp_path / "mine.yaml"
+    potluck(home, "recipe", "export", "mine", "-o", str(out))
+    validated = potluck(home, "recipe", "validate", str(out)).stdout
+    mine_ref = history[0].split()[0]
+    assert validated.strip().endswith(f"ok ({mine_ref})")  # same id after export
+
+
+def test_import_a_character_card_then_show_it(home: Path, tmp_path: Path) -> None:
+    card = tmp_path / "owl.json"
+    card.write_text(json.dumps(V2))
+    assert "imported senor-buho@" in potluck(home, "recipe", "import", str(card)).stdout
+    shown = potluck(home, "recipe", "show", "senor-buho").stdout
+    assert "senor_buho: local/smollm2-135m" in shown
+
+
+def test_errors_are_messages_not_tracebacks(home: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("potluck: 1\nname: Bad Name\ntitle: x\nagents: []\n")
+    done = potluck(home, "recipe", "validate", str(broken), ok=False)
+    assert done.returncode == 1
+    assert f"{broken}:2: name:" in done.stderr and "Traceback" not in done.stderr
+    done = potluck(home, "recipe", "set", "solo", "protocol.max_turns", "lots", ok=False)
+    assert done.returncode == 2 and "valid integer" in done.stderr
+    done = potluck(home, "recipe", "show", "nothing-here", ok=False)
+    assert "no such recipe" in done.stderr and "Traceback" not in done.stderr
