@@ -123,3 +123,108 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield base.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    """A store with the bundled recipes, a gateway key, a ledger and a web room."""
+    from gateway.library import Library
+    from gateway.receipts.keys import KeyPair
+    from gateway.receipts.ledger import Ledger
+    from gateway.rooms import ensure_room, start_session, update_settings
+    from gateway.store.db import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    library = Library(store)
+    solo = next(s for s in library.sync_bundled() if s.recipe.name == "solo")
+    keys = KeyPair.generate()
+    ledger = Ledger(store, keys)
+    room = ensure_room(store, "web", "kitchen")
+
+    def session(**settings) -> str:
+        if settings:
+            update_settings(store, room, **settings)
+        sid = start_session(store, room, solo.id)
+        ledger.open(sid, "solo")
+        return sid
+
+    yield store, ledger, session, solo
+    store.close()
+
+
+class NostrRelay:
+    """A real relay (the `nostr-relay` package) on 127.0.0.1 that a test can stop and start;
+    its database survives restarts, as a real relay's would."""
+
+    def __init__(self, workdir: Path, auth: bool = False) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.config = workdir / "relay.yaml"
+        auth_block = (
+            f"authentication:\n  enabled: true\n  relay_urls: ['{self.url}']\n"
+            "  actions:\n    save: w\n    query: a\n"
+            if auth
+            else "authentication:\n  enabled: false\n"
+        )
+        self.config.write_text(
+            "DEBUG: false\nrelay_name: potluck test relay\n"
+            f"storage:\n  sqlalchemy.url: sqlite+aiosqlite:///{workdir / 'relay.sqlite3'}\n"
+            "  validators:\n    - nostr_relay.validators.is_signed\n"
+            f"gunicorn:\n  bind: 127.0.0.1:{self.port}\n  workers: 1\n  loglevel: warning\n"
+            f"{auth_block}message_timeout: 1800\nsubscription_limit: 32\nmax_limit: 6000\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.exe = Path(os.sys.executable).with_name("nostr-relay")
+
+    def cli(self, *args: str) -> None:
+        subprocess.run(
+            [str(self.exe), "-c", str(self.config), *args],
+            check=True,
+            capture_output=True,
+            cwd=self.workdir,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        log = (self.workdir / "relay.log").open("ab")
+        self.process = subprocess.Popen(
+            [str(self.exe), "-c", str(self.config), "serve"],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    log_tail = (self.workdir / "relay.log").read_text()[-2000:]
+                    raise RuntimeError(log_tail) from None
+                time.sleep(0.1)
+        raise RuntimeError("relay did not start within 30 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def relay_factory(tmp_path: Path) -> Iterator:
+    relays: list[NostrRelay] = []
+
+    def make(auth: bool = False) -> NostrRelay:
+        if not Path(os.sys.executable).with_name("nostr-relay").exists():
+            missing("nostr-relay")
+        relay = NostrRelay(Path(tempfile.mkdtemp(dir=tmp_path)), auth=auth)
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        relay.stop()

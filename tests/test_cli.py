@@ -88,3 +88,73 @@ def test_errors_are_messages_not_tracebacks(home: Path, tmp_path: Path) -> None:
     assert done.returncode == 2 and "valid integer" in done.stderr
     done = potluck(home, "recipe", "show", "nothing-here", ok=False)
     assert "no such recipe" in done.stderr and "Traceback" not in done.stderr
+
+
+def _session_with_receipts(home: Path) -> str:
+    """A session written through the library and ledger, as the gateway will."""
+    from gateway.config import load_config
+    from gateway.library import Library
+    from gateway.receipts.keys import read_key_file
+    from gateway.receipts.ledger import Ledger
+    from gateway.rooms import ensure_room, start_session
+    from gateway.store.db import Store
+
+    config = load_config(home, env={})
+    store = Store(config.database_url)
+    solo = Library(store).get("solo")
+    ledger = Ledger(store, read_key_file(config.key_file))
+    sid = start_session(store, ensure_room(store, "web", "cli-room"), solo.id)
+    ledger.open(sid, "solo")
+    ledger.person(sid, "web:alice", "Is this thing on?")
+    ledger.turn(
+        sid,
+        agent="assistant",
+        model="local/smollm2-135m",
+        text="It is.",
+        tokens_in=9,
+        tokens_out=3,
+        cost_usd=0.0,
+    )
+    ledger.close(sid)
+    store.close()
+    return sid
+
+
+def test_receipts_verify_export_and_reveal(home: Path, tmp_path: Path) -> None:
+    sid = _session_with_receipts(home)
+    assert (
+        "4 events, ids, signatures and chain verified"
+        in potluck(home, "receipts", "verify", "--session", sid).stdout
+    )
+    assert "verified" in potluck(home, "receipts", "verify", "--room", "web:cli-room").stdout
+    bundle, reveals = tmp_path / "s.jsonl", tmp_path / "s.reveals"
+    potluck(home, "receipts", "export", sid, "-o", str(bundle), "--reveals", str(reveals))
+    assert stat.S_IMODE(reveals.stat().st_mode) == 0o600
+    npub = potluck(home, "init").stdout.split("npub:")[1].split()[0]
+    ok = potluck(home, "receipts", "verify", "--file", str(bundle), "--pubkey", npub)
+    assert "verified" in ok.stdout
+
+    lines = bundle.read_text().splitlines()
+    tampered = tmp_path / "t.jsonl"
+    altered = json.loads(lines[1])
+    altered["content"] = altered["content"].replace('"v":1', '"v":9')
+    tampered.write_text("\n".join([lines[0], json.dumps(altered), *lines[2:]]))
+    bad = potluck(home, "receipts", "verify", "--file", str(tampered), ok=False)
+    assert bad.returncode == 1 and "#1" in bad.stdout and "id does not match" in bad.stdout
+    dropped = tmp_path / "d.jsonl"
+    dropped.write_text("\n".join([lines[0], *lines[2:]]))
+    bad = potluck(home, "receipts", "verify", "--file", str(dropped), ok=False)
+    assert "missing or out of order" in bad.stdout
+
+    person_id = json.loads(lines[1])["id"]
+    proof = json.loads(potluck(home, "receipts", "reveal", person_id).stdout)
+    assert proof["text"] == "Is this thing on?" and proof["matches"] is True
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(json.dumps(proof))
+    assert (
+        "committed to exactly this text"
+        in potluck(home, "receipts", "reveal", "--check", str(proof_file)).stdout
+    )
+    proof_file.write_text(json.dumps({**proof, "text": "Is this thing off?"}))
+    lie = potluck(home, "receipts", "reveal", "--check", str(proof_file), ok=False)
+    assert "does not match" in lie.stderr

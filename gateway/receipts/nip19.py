@@ -76,18 +76,28 @@ def naddr_encode(address: Address) -> str:
     return bech32.encode("naddr", bytes(out))
 
 
-def naddr_decode(text: str) -> Address:
+def decode_tlv(text: str) -> tuple[str, list[tuple[int, bytes]]]:
+    """Any TLV entity (nprofile, nevent, naddr): its prefix and its items in order."""
     hrp, data = bech32.decode(text)
-    if hrp != "naddr":
-        raise ValueError(f"expected naddr…, got {hrp}…")
-    identifier, pubkey, kind, relays = None, None, None, []
+    items: list[tuple[int, bytes]] = []
     pos = 0
     while pos + 2 <= len(data):
         kind_byte, length = data[pos], data[pos + 1]
         value = data[pos + 2 : pos + 2 + length]
         if len(value) != length:
-            raise ValueError("naddr TLV runs past the end")
+            raise ValueError(f"{hrp} TLV runs past the end")
+        items.append((kind_byte, value))
         pos += 2 + length
+    return hrp, items
+
+
+def naddr_decode(text: str) -> Address:
+    hrp, items = decode_tlv(text)
+    if hrp != "naddr":
+        raise ValueError(f"expected naddr…, got {hrp}…")
+    identifier, pubkey, kind, relays = None, None, None, []
+    for kind_byte, value in items:
+        length = len(value)
         if kind_byte == TLV_SPECIAL:
             identifier = value.decode()
         elif kind_byte == TLV_RELAY:

@@ -126,7 +126,9 @@ class ReceiptRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[int] = mapped_column(Integer)
     event_json: Mapped[str] = mapped_column(Text)
-    salt: Mapped[str | None] = mapped_column(String(64))  # for commitments; never published
+    # What the event commits to, and the salt that proves it: local only, never published.
+    plaintext: Mapped[str | None] = mapped_column(Text)
+    salt: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

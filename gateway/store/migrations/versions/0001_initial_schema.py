@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 00:26:30.134396
+Create Date: 2026-11-25 00:33:20.962401
 """
 
 import sqlalchemy as sa
@@ -93,6 +93,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("kind", sa.Integer(), nullable=False),
         sa.Column("event_json", sa.Text(), nullable=False),
+        sa.Column("plaintext", sa.Text(), nullable=True),
         sa.Column("salt", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["room_id"], ["rooms.id"], name=op.f("fk_receipts_room_id_rooms")),

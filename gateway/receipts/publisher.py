@@ -1,0 +1,141 @@
+"""Sends pending receipts to relays until each relay accepts each event.
+
+State lives in the `publications` table, one row per (event, relay): nothing is lost while a
+relay is down, and an accepted event is never sent to that relay again. Runs as a periodic
+job in the gateway and as `potluck receipts publish`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from ..store.db import Store
+from ..store.models import Publication, ReceiptRow, now
+from .keys import KeyPair
+from .nostr import Event, parse_event, sign_event
+from .relay import AUTH_KIND, RelayClient, RelayError, fetch_info
+
+log = logging.getLogger("potluck.publish")
+MAX_BACKOFF_S = 600
+BATCH = 200
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential with jitter: 2, 4, 8 … seconds, capped at ten minutes."""
+    base = min(MAX_BACKOFF_S, 2 ** min(attempts, 10))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+@dataclass
+class PublishResult:
+    accepted: int = 0
+    rejected: int = 0
+    deferred: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _auth_signer(keys: KeyPair) -> Callable[[str, str], Event]:
+    def sign(relay: str, challenge: str) -> Event:
+        tags = [["relay", relay], ["challenge", challenge]]
+        return sign_event(keys.secret, int(time.time()), AUTH_KIND, tags, "")
+
+    return sign
+
+
+async def publish_pending(
+    store: Store, keys: KeyPair, *, timeout: float = 10.0, force: bool = False
+) -> PublishResult:
+    """One pass over every relay with due events; returns what happened."""
+    result = PublishResult()
+    moment = now()
+    with store.session() as db:
+        query = select(Publication.relay).where(Publication.state == "pending").distinct()
+        if not force:
+            query = query.where(Publication.next_try_at <= moment)
+        relays = list(db.scalars(query))
+    for relay in relays:
+        await _publish_to(store, keys, relay, timeout, force, result)
+    return result
+
+
+async def _publish_to(
+    store: Store, keys: KeyPair, relay: str, timeout: float, force: bool, result: PublishResult
+) -> None:
+    with store.session() as db:
+        query = (
+            select(Publication, ReceiptRow)
+            .join(ReceiptRow, ReceiptRow.id == Publication.event_id)
+            .where(Publication.relay == relay, Publication.state == "pending")
+            .order_by(ReceiptRow.created_at, ReceiptRow.seq)
+            .limit(BATCH)
+        )
+        if not force:
+            query = query.where(Publication.next_try_at <= now())
+        due = [(pub.event_id, row.event_json, pub.attempts) for pub, row in db.execute(query)]
+    if not due:
+        return
+    info = await fetch_info(relay, timeout)
+    try:
+        async with RelayClient(relay, _auth_signer(keys), timeout) as client:
+            if info.auth_required:
+                await client.authenticate()
+            else:
+                await client.greet()
+            for event_id, event_json, attempts in due:
+                event = parse_event(json.loads(event_json))
+                refusal = info.refuses(event)
+                if refusal:
+                    _mark(store, event_id, relay, "rejected", attempts + 1, refusal)
+                    result.rejected += 1
+                    continue
+                outcome = await client.publish(event)
+                if outcome.accepted:
+                    _mark(store, event_id, relay, "ok", attempts + 1, outcome.message or None)
+                    result.accepted += 1
+                elif outcome.permanent:
+                    _mark(store, event_id, relay, "rejected", attempts + 1, outcome.message)
+                    result.rejected += 1
+                    log.warning("relay %s rejected %s: %s", relay, event_id[:12], outcome.message)
+                else:
+                    _mark(store, event_id, relay, "pending", attempts + 1, outcome.message)
+                    result.deferred += 1
+    except RelayError as exc:
+        # Down or dropped mid-way: what was not acknowledged stays pending, with backoff.
+        result.errors.append(str(exc))
+        log.warning("%s; will retry", exc)
+        with store.session.begin() as db:
+            for event_id, _json, attempts in due:
+                pub = db.get(Publication, (event_id, relay))
+                if pub is not None and pub.state == "pending" and pub.attempts == attempts:
+                    pub.attempts = attempts + 1
+                    pub.last_error = str(exc)[:500]
+                    pub.next_try_at = now() + backoff(attempts + 1)
+                    pub.updated_at = now()
+                    result.deferred += 1
+
+
+def _mark(
+    store: Store, event_id: str, relay: str, state: str, attempts: int, message: str | None
+) -> None:
+    with store.session.begin() as db:
+        pub = db.get(Publication, (event_id, relay))
+        if pub is None:
+            return
+        pub.state, pub.attempts, pub.last_error = state, attempts, message
+        pub.updated_at = now()
+        if state == "pending":
+            pub.next_try_at = now() + backoff(attempts)
+
+
+def publication_counts(store: Store) -> dict[str, int]:
+    with store.session() as db:
+        rows = db.execute(select(Publication.state, func.count()).group_by(Publication.state))
+        return {state: count for state, count in rows}

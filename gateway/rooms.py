@@ -1,0 +1,67 @@
+"""Rooms and their sessions in the store: one attached recipe version, one live session."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from .store.db import Store
+from .store.models import Room, Session, now
+
+
+def ensure_room(store: Store, platform: str, platform_room_id: str, title: str = "") -> int:
+    """The room's id, creating the row on first sight."""
+    with store.session.begin() as db:
+        room = db.scalar(
+            select(Room).where(Room.platform == platform, Room.platform_room_id == platform_room_id)
+        )
+        if room is None:
+            room = Room(
+                platform=platform, platform_room_id=platform_room_id, title=title, settings={}
+            )
+            db.add(room)
+            db.flush()
+        return room.id
+
+
+def update_settings(store: Store, room_id: int, **changes: object) -> dict:
+    with store.session.begin() as db:
+        room = db.get(Room, room_id)
+        room.settings = {**(room.settings or {}), **changes}
+        return dict(room.settings)
+
+
+def attach(store: Store, room_id: int, version_id: str) -> None:
+    with store.session.begin() as db:
+        db.get(Room, room_id).recipe_version_id = version_id
+
+
+def start_session(store: Store, room_id: int, version_id: str) -> str:
+    """A new live session; the room's previous live session, if any, is ended."""
+    session_id = str(uuid.uuid4())
+    with store.session.begin() as db:
+        for live in db.scalars(
+            select(Session).where(Session.room_id == room_id, Session.status == "live")
+        ):
+            live.status, live.ended_at = "ended", now()
+        db.add(Session(id=session_id, room_id=room_id, recipe_version_id=version_id))
+    return session_id
+
+
+def end_session(store: Store, session_id: str, status: str = "ended") -> None:
+    with store.session.begin() as db:
+        session = db.get(Session, session_id)
+        if session is not None and session.status == "live":
+            session.status, session.ended_at = status, now()
+
+
+def find_room(store: Store, spec: str) -> int | None:
+    """`platform:room-id`, or a numeric room id."""
+    if spec.isdigit():
+        return int(spec)
+    platform, _, room = spec.partition(":")
+    with store.session() as db:
+        return db.scalar(
+            select(Room.id).where(Room.platform == platform, Room.platform_room_id == room)
+        )
