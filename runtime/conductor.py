@@ -1,0 +1,317 @@
+"""The conductor: runs a recipe's protocol in a room, turn by turn, within its limits.
+
+Limits are enforced here, in code, not asked of the models: turns, rounds, the session's
+token and cost budget, stop phrases, explicit passes and a loop guard. Cancelling the task
+that runs `respond` (`/stop`) cancels the model call in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from .context import Line, build_messages
+from .models.client import CallParams, Completion, ModelError, Models
+from .recipes import Agent, Recipe
+
+
+@dataclass
+class Turn:
+    agent: str
+    model: str
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    finish: str = "stop"  # stop | length | pass | error
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Budget:
+    """Spend of one session, checked before every model call."""
+
+    max_tokens: int
+    max_cost_usd: float
+    tokens: int = 0
+    cost_usd: float = 0.0
+    by_agent: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def exhausted(self) -> str | None:
+        if self.tokens >= self.max_tokens:
+            return f"the session's token budget ({self.max_tokens}) is spent"
+        if self.max_cost_usd and self.cost_usd >= self.max_cost_usd:
+            return f"the session's cost budget (${self.max_cost_usd:.2f}) is spent"
+        return None
+
+    def add(self, turn: Turn) -> None:
+        used = turn.tokens_in + turn.tokens_out
+        self.tokens += used
+        self.cost_usd += turn.cost_usd
+        tokens, cost = self.by_agent.get(turn.agent, (0, 0.0))
+        self.by_agent[turn.agent] = (tokens + used, cost + turn.cost_usd)
+
+
+class Listener:
+    """What the conductor tells the room. Override what you need; all are optional."""
+
+    async def turn_started(self, agent: Agent) -> None: ...
+
+    async def turn_text(self, agent: Agent, text: str) -> None: ...
+
+    async def turn_finished(self, agent: Agent, turn: Turn) -> None: ...
+
+    async def note(self, text: str) -> None: ...
+
+
+@dataclass
+class Outcome:
+    turns: list[Turn]
+    stop_reason: str
+
+
+class _Stop(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _mentions(text: str, names: list[str]) -> list[str]:
+    """Agent names addressed in text (`@critic`, `critic,`), in order of appearance."""
+    found: list[tuple[int, str]] = []
+    for name in names:
+        match = re.search(rf"(?<![\w-])@?{re.escape(name)}(?![\w-])", text, re.IGNORECASE)
+        if match:
+            found.append((match.start(), name))
+    return [name for _pos, name in sorted(found)]
+
+
+class Conductor:
+    def __init__(self, recipe: Recipe, models: Models, budget: Budget | None = None) -> None:
+        self.recipe = recipe
+        self.models = models
+        self.budget = budget or Budget(recipe.limits.max_tokens, recipe.limits.max_cost_usd)
+        self.last_spoke: dict[str, int] = {}
+        self._clock = 0
+
+    # -- one turn --------------------------------------------------------------------------
+
+    async def _turn(
+        self, agent: Agent, transcript: list[Line], listener: Listener, turns: list[Turn]
+    ) -> Turn:
+        if reason := self.budget.exhausted():
+            raise _Stop(reason)
+        chain = [agent.model, *agent.fallbacks]
+        window = min(self.models.context_window(m) for m in chain)
+        messages = build_messages(
+            self.recipe,
+            agent,
+            transcript,
+            window=window,
+            count=lambda ms: self.models.count_tokens(agent.model, ms),
+        )
+        await listener.turn_started(agent)
+        params = CallParams(
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+            top_p=agent.top_p,
+            api_base=agent.api_base,
+        )
+        try:
+            done: Completion = await self.models.complete(
+                chain, messages, params, on_text=lambda text: listener.turn_text(agent, text)
+            )
+        except ModelError as exc:
+            turn = Turn(agent.name, agent.model, "", finish="error", notes=[str(exc)])
+            await listener.turn_finished(agent, turn)
+            raise _Stop(f"{agent.name} could not answer: {exc}") from None
+        text = done.text.strip()
+        finish = done.finish
+        if text.startswith(self.recipe.protocol.pass_phrase) or not text:
+            finish = "pass"
+        turn = Turn(
+            agent.name,
+            done.model,
+            text,
+            done.tokens_in,
+            done.tokens_out,
+            done.cost_usd,
+            finish,
+            done.notes,
+        )
+        self.budget.add(turn)
+        self._clock += 1
+        self.last_spoke[agent.name] = self._clock
+        turns.append(turn)
+        if finish != "pass":
+            transcript.append(Line(agent.name, "agent", text))
+        await listener.turn_finished(agent, turn)
+        self._check_after(turn, turns)
+        return turn
+
+    def _check_after(self, turn: Turn, turns: list[Turn]) -> None:
+        protocol = self.recipe.protocol
+        if len(turns) >= protocol.max_turns:
+            raise _Stop(f"reached max_turns ({protocol.max_turns})")
+        for phrase in protocol.stop_when:
+            if turn.finish != "pass" and phrase in turn.text:
+                raise _Stop(f"{turn.agent} said {phrase}")
+        if protocol.loop_guard and turn.finish != "pass":
+            spoken = [t for t in turns[:-1] if t.finish != "pass"]
+            earlier = [t.text for t in spoken[-len(self.recipe.agents) :]]
+            if any(_similar(turn.text, other) for other in earlier):
+                raise _Stop("loop guard: the agents are repeating themselves")
+
+    # -- protocols -------------------------------------------------------------------------
+
+    async def respond(self, transcript: list[Line], listener: Listener | None = None) -> Outcome:
+        """Run the protocol on the transcript, whose last line is what triggered it."""
+        listener = listener or Listener()
+        turns: list[Turn] = []
+        kind = self.recipe.protocol.kind
+        runner = {
+            "round_robin": self._round_robin,
+            "moderated": self._moderated,
+            "pipeline": self._pipeline,
+            "parallel": self._parallel,
+            "mention": self._mention,
+        }[kind]
+        try:
+            await runner(transcript, listener, turns)
+            reason = "done"
+        except _Stop as stop:
+            reason = stop.reason
+        if reason != "done":
+            await listener.note(f"stopped: {reason}")
+        return Outcome(turns, reason)
+
+    async def _round_robin(
+        self, transcript: list[Line], listener: Listener, turns: list[Turn]
+    ) -> None:
+        for _round in range(self.recipe.protocol.max_rounds):
+            before = len(turns)
+            for agent in self.recipe.agents:
+                await self._turn(agent, transcript, listener, turns)
+            if all(t.finish == "pass" for t in turns[before:]):
+                raise _Stop("every agent passed")
+
+    async def _pipeline(
+        self, transcript: list[Line], listener: Listener, turns: list[Turn]
+    ) -> None:
+        """Each agent works on the previous one's output; people's words stay as the brief."""
+        people = [line for line in transcript if line.role == "person"][-1:]
+        for _round in range(self.recipe.protocol.max_rounds):
+            for agent in self.recipe.agents:
+                handoff = [line for line in transcript if line.role == "agent"][-1:]
+                view = people + handoff
+                turn = await self._turn(agent, view, listener, turns)
+                if turn.finish != "pass":
+                    transcript.append(Line(agent.name, "agent", turn.text))
+
+    async def _parallel(
+        self, transcript: list[Line], listener: Listener, turns: list[Turn]
+    ) -> None:
+        protocol = self.recipe.protocol
+        speakers = [a for a in self.recipe.agents if a.name != protocol.synthesizer]
+        for _round in range(protocol.max_rounds):
+            snapshot = list(transcript)
+            results = await asyncio.gather(
+                *(self._turn(agent, list(snapshot), listener, turns) for agent in speakers),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, _Stop):
+                    raise result
+                if isinstance(result, BaseException):
+                    raise result
+            for turn in results:
+                if isinstance(turn, Turn) and turn.finish != "pass":
+                    transcript.append(Line(turn.agent, "agent", turn.text))
+        if protocol.synthesizer:
+            await self._turn(self.recipe.agent(protocol.synthesizer), transcript, listener, turns)
+
+    async def _mention(self, transcript: list[Line], listener: Listener, turns: list[Turn]) -> None:
+        names = [a.name for a in self.recipe.agents]
+        last = transcript[-1].text if transcript else ""
+        addressed = _mentions(last, names)
+        if not addressed:
+            await listener.note("address an agent by name: " + ", ".join(names))
+            return
+        for name in addressed:
+            await self._turn(self.recipe.agent(name), transcript, listener, turns)
+
+    def _least_recent(self, exclude: str | None = None) -> Agent:
+        candidates = [a for a in self.recipe.agents if a.name != exclude] or self.recipe.agents
+        return min(candidates, key=lambda a: self.last_spoke.get(a.name, 0))
+
+    async def _pick(self, transcript: list[Line], previous: str | None) -> Agent:
+        protocol = self.recipe.protocol
+        names = [a.name for a in self.recipe.agents]
+        if protocol.moderator == "least-recent":
+            return self._least_recent(previous)
+        if protocol.moderator == "mentioned-else-least-recent":
+            person = [line for line in transcript if line.role == "person"][-1:]
+            mentioned = _mentions(person[0].text, names) if person else []
+            fresh = [n for n in mentioned if self.last_spoke.get(n, 0) == 0]
+            return self.recipe.agent(fresh[0]) if fresh else self._least_recent(previous)
+        moderator = self.recipe.agent(protocol.moderator or names[0])
+        if reason := self.budget.exhausted():
+            raise _Stop(reason)
+        question = Line(
+            "conductor",
+            "person",
+            "Who should speak next? Answer with exactly one name from: " + ", ".join(names),
+        )
+        messages = build_messages(
+            self.recipe,
+            moderator,
+            [*transcript, question],
+            window=self.models.context_window(moderator.model),
+            count=lambda ms: self.models.count_tokens(moderator.model, ms),
+        )
+        try:
+            done = await self.models.complete(
+                [moderator.model, *moderator.fallbacks],
+                messages,
+                CallParams(temperature=0.0, max_tokens=12, api_base=moderator.api_base),
+            )
+        except ModelError:
+            return self._least_recent(previous)
+        self.budget.add(
+            Turn(moderator.name, done.model, "", done.tokens_in, done.tokens_out, done.cost_usd)
+        )
+        chosen = _mentions(done.text, names)
+        choice = next((n for n in chosen if n != previous), None)
+        return self.recipe.agent(choice) if choice else self._least_recent(previous)
+
+    async def _moderated(
+        self, transcript: list[Line], listener: Listener, turns: list[Turn]
+    ) -> None:
+        protocol = self.recipe.protocol
+        limit = min(protocol.max_turns, protocol.max_rounds * len(self.recipe.agents))
+        previous: str | None = None
+        while len(turns) < limit:
+            speakers = [a for a in self.recipe.agents if a.name != protocol.synthesizer]
+            agent = await self._pick(transcript, previous)
+            if agent.name == protocol.synthesizer and len(speakers) > 0:
+                agent = min(speakers, key=lambda a: self.last_spoke.get(a.name, 0))
+            await self._turn(agent, transcript, listener, turns)
+            previous = agent.name
+            if protocol.synthesizer and len(turns) >= limit - 1:
+                break
+        if protocol.synthesizer:
+            await self._turn(self.recipe.agent(protocol.synthesizer), transcript, listener, turns)
+
+
+def _similar(a: str, b: str) -> bool:
+    a, b = " ".join(a.lower().split()), " ".join(b.lower().split())
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    return (
+        len(a) > 20
+        and difflib.SequenceMatcher(None, a, b).quick_ratio() > 0.95
+        and difflib.SequenceMatcher(None, a, b).ratio() > 0.9
+    )

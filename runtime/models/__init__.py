@@ -1,0 +1,1 @@
+"""Model access: litellm for every provider, plus the embedded local model."""

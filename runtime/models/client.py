@@ -1,0 +1,299 @@
+"""Every model call goes through here: litellm, streaming, retries, fallbacks, accounting.
+
+A cloud model without its API key is skipped, not failed: the agent falls back along the
+recipe's chain (and finally to the local model) and the reason is kept in the result's
+notes, so the room can be told plainly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+
+from . import scripted
+from .local import DEFAULT as LOCAL_DEFAULT
+from .local import LocalModels
+
+log = logging.getLogger("potluck.models")
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+scripted.register()
+
+RETRYABLE = (
+    litellm.RateLimitError,
+    litellm.ServiceUnavailableError,
+    litellm.InternalServerError,
+    litellm.Timeout,
+    litellm.APIConnectionError,
+)
+OnText = Callable[[str], Awaitable[None] | None]
+
+
+class ModelError(RuntimeError):
+    """No model in the chain could answer; the message lists what each attempt said."""
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    finish: str = "stop"
+    notes: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallParams:
+    temperature: float = 0.7
+    max_tokens: int = 512
+    top_p: float | None = None
+    api_base: str | None = None
+    timeout: float = 120.0
+
+
+def provider_of(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+class Models:
+    def __init__(
+        self,
+        secrets: dict[str, str] | None = None,
+        local: LocalModels | None = None,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.secrets = {k.lower(): v for k, v in (secrets or {}).items()}
+        self.local = local or LocalModels()
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    # -- which models can be called -----------------------------------------------------
+
+    def api_key(self, model: str) -> str | None:
+        """The key for a cloud model from config [secrets] or the usual environment variable."""
+        try:
+            required = litellm.validate_environment(model=model).get("missing_keys", [])
+        except Exception:  # unknown provider: let the call itself say what is wrong
+            return None
+        for variable in required:
+            if value := self.secrets.get(variable.lower()):
+                return value
+        return None
+
+    def unavailable(self, model: str, api_base: str | None) -> str | None:
+        """Why this model cannot be tried here, or None when it can."""
+        if model.startswith("local/"):
+            return None if self.local.installed(model) else f"{model} is not installed"
+        if (
+            model.startswith("scripted/")
+            or api_base
+            or provider_of(model) in ("ollama", "ollama_chat")
+        ):
+            return None
+        try:
+            env = litellm.validate_environment(model=model)
+        except Exception:
+            return None
+        if env.get("keys_in_environment") or self.api_key(model):
+            return None
+        missing = ", ".join(env.get("missing_keys", [])) or "an API key"
+        return f"{model} needs {missing} (config [secrets] or environment)"
+
+    def context_window(self, model: str) -> int:
+        if model.startswith("local/"):
+            return self.local.spec(model).context
+        try:
+            info = litellm.get_model_info(model)
+            return int(info.get("max_input_tokens") or info.get("max_tokens") or 8192)
+        except Exception:
+            return 8192
+
+    def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
+        try:
+            return int(litellm.token_counter(model=model, messages=messages))
+        except Exception:
+            return sum(len(str(m.get("content", ""))) // 3 + 4 for m in messages)
+
+    # -- calling ---------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        chain: list[str],
+        messages: list[dict[str, Any]],
+        params: CallParams,
+        on_text: OnText | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Completion:
+        """Try each model of the chain in order (retrying transient errors) until one answers."""
+        notes: list[str] = []
+        attempts: list[str] = []
+        candidates = list(dict.fromkeys(chain))
+        if (
+            all(self.unavailable(m, params.api_base) for m in candidates)
+            and LOCAL_DEFAULT not in candidates
+        ):
+            candidates.append(LOCAL_DEFAULT)
+        for model in candidates:
+            reason = self.unavailable(model, params.api_base)
+            if reason:
+                notes.append(f"skipped {reason}")
+                continue
+            for attempt in range(self.retries + 1):
+                try:
+                    result = await self._stream(model, messages, params, on_text, tools)
+                except RETRYABLE as exc:
+                    attempts.append(f"{model}: {type(exc).__name__}: {_short(exc)}")
+                    if attempt < self.retries:
+                        delay = self.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
+                        await asyncio.sleep(delay)
+                        continue
+                except (
+                    litellm.APIError,
+                    litellm.BadRequestError,
+                    litellm.AuthenticationError,
+                    litellm.NotFoundError,
+                ) as exc:
+                    attempts.append(f"{model}: {type(exc).__name__}: {_short(exc)}")
+                except ValueError as exc:  # malformed answers, unknown providers
+                    attempts.append(f"{model}: {_short(exc)}")
+                else:
+                    if model != chain[0]:
+                        notes.append(f"answered by {model} instead of {chain[0]}")
+                    result.notes = notes + [f"retried: {a}" for a in attempts]
+                    return result
+                break
+        detail = "; ".join(attempts + notes) or "no model to try"
+        raise ModelError(f"no model could answer ({detail})")
+
+    async def _stream(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: CallParams,
+        on_text: OnText | None,
+        tools: list[dict[str, Any]] | None,
+    ) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+            "timeout": params.timeout,
+            "num_retries": 0,
+            "stream_options": {"include_usage": True},
+        }
+        if params.top_p is not None:
+            kwargs["top_p"] = params.top_p
+        if params.api_base:
+            kwargs["api_base"] = params.api_base
+        if tools:
+            kwargs["tools"] = tools
+        queue: asyncio.Semaphore | None = None
+        if model.startswith("local/"):
+            server = await self.local.ensure(model)
+            kwargs.update(
+                model="openai/" + server.spec.name,
+                api_base=server.api_base,
+                api_key=server.api_key,
+                max_tokens=min(params.max_tokens, server.spec.max_reply_tokens),
+                extra_body=dict(server.spec.sampling),
+            )
+            queue = self.local.queue(model)
+        elif key := self.api_key(model):
+            kwargs["api_key"] = key
+        if queue is not None:
+            await queue.acquire()
+        try:
+            return await self._consume(model, messages, kwargs, on_text)
+        finally:
+            if queue is not None:
+                queue.release()
+
+    async def _consume(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        kwargs: dict[str, Any],
+        on_text: OnText | None,
+    ) -> Completion:
+        response = await litellm.acompletion(**kwargs)
+        text, finish, usage = "", "stop", None
+        tool_parts: dict[int, dict[str, Any]] = {}
+        try:
+            async for chunk in response:
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                if delta.content:
+                    text += delta.content
+                    if on_text is not None:
+                        maybe = on_text(text)
+                        if asyncio.iscoroutine(maybe):
+                            await maybe
+                for call in getattr(delta, "tool_calls", None) or []:
+                    part = tool_parts.setdefault(call.index or 0, {"name": "", "arguments": ""})
+                    if call.function.name:
+                        part["name"] = call.function.name
+                    if call.function.arguments:
+                        part["arguments"] += call.function.arguments
+                    if call.id:
+                        part["id"] = call.id
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        finally:
+            closer = getattr(response, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):  # the stream may already be closed
+                    await closer()
+        if not text and not tool_parts:
+            # litellm turns an unparseable body into an empty stream; treat it as a failure
+            # so the chain moves on instead of recording a silent empty turn.
+            raise ValueError("the provider's answer was empty or malformed")
+        tokens_in = getattr(usage, "prompt_tokens", 0) or self.count_tokens(model, messages)
+        tokens_out = getattr(usage, "completion_tokens", 0) or self.count_tokens(
+            model, [{"role": "assistant", "content": text}]
+        )
+        return Completion(
+            text=text,
+            model=model,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=self.cost(model, tokens_in, tokens_out),
+            finish=finish,
+            tool_calls=list(tool_parts.values()),
+        )
+
+    @staticmethod
+    def cost(model: str, tokens_in: int, tokens_out: int) -> float:
+        if model.startswith(("local/", "scripted/", "ollama")):
+            return 0.0
+        try:
+            prompt, completion = litellm.cost_per_token(
+                model=model, prompt_tokens=tokens_in, completion_tokens=tokens_out
+            )
+            return float(prompt + completion)
+        except Exception:  # a model litellm has no price for
+            return 0.0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= 200 else text[:197] + "..."
