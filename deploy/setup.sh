@@ -18,6 +18,9 @@ apt_install() {
 
 packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+command -v debootstrap >/dev/null || packages+=(debootstrap)   # the sandbox image, offline
+command -v mkfs.ext4 >/dev/null || packages+=(e2fsprogs)      # capped room workspaces
+command -v losetup >/dev/null || packages+=(mount)
 if [ "$mode" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 fi
@@ -35,3 +38,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+
+# Sandboxes: a Docker engine, and the image built from Debian's mirror (no registry).
+deploy/engine.sh
+.venv/bin/potluck sandbox build

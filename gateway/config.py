@@ -38,6 +38,13 @@ class Config:
     def config_file(self) -> Path:
         return self.home / "config.toml"
 
+    @property
+    def install_id(self) -> str:
+        """Labels this install's sandboxes, so two gateways on one engine never collide."""
+        import hashlib
+
+        return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:10]
+
 
 TEMPLATE = """\
 # Potluck configuration. Secrets may live here (this file is mode 0600) or in the

@@ -1,0 +1,134 @@
+"""Room workspaces with a hard size cap on ext4 hosts.
+
+Docker's `storage_opt` size quotas need xfs with pquota; on overlay2 over ext4 they are
+refused. So each room's workspace is a sparse ext4 image file under the gateway's state
+directory, attached to a loop device and exposed to Docker as a named volume of type ext4.
+The file cannot grow past its size, so a sandbox filling its disk fills only its own image;
+it survives container loss, dockerd restarts and gateway restarts, and a reset deletes it.
+Where loop devices are unavailable (no root), a plain named volume is used and the probe
+reports that the size cap is not in force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .policy import USER, labels, room_slug, volume_name
+
+log = logging.getLogger("potluck.sandbox")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    volume: str
+    capped: bool  # a hard size cap is in force
+
+
+def loop_devices_usable() -> bool:
+    return (
+        Path("/dev/loop-control").exists()
+        and shutil.which("losetup") is not None
+        and shutil.which("mkfs.ext4") is not None
+        and subprocess.run(["losetup", "-f"], capture_output=True).returncode == 0
+    )
+
+
+def _attached(image: Path) -> str | None:
+    found = subprocess.run(
+        ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
+    ).stdout
+    return found.split(":", 1)[0] if found.strip() else None
+
+
+def _attach(image: Path) -> str:
+    if device := _attached(image):
+        return device
+    return subprocess.run(
+        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _detach(image: Path) -> None:
+    while device := _attached(image):
+        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+class Workspaces:
+    """Creates, re-attaches and deletes the per-room volumes of one install."""
+
+    def __init__(self, client: Any, install: str, state_dir: Path, size_bytes: int) -> None:
+        self.client = client
+        self.install = install
+        self.directory = state_dir / "workspaces"
+        self.size_bytes = size_bytes
+        self.loop = loop_devices_usable()
+
+    def image_file(self, room: str) -> Path:
+        return self.directory / f"{room_slug(room)}.ext4"
+
+    def ensure(self, room: str) -> Workspace:
+        """The room's volume, ready to mount; created on first use, re-attached after a
+        reboot (loop devices do not survive one; the image file does)."""
+        import docker.errors
+
+        name = volume_name(self.install, room)
+        if not self.loop:
+            try:
+                self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                self.client.volumes.create(name, labels=labels(self.install, room, "workspace"))
+            return Workspace(name, capped=False)
+        image = self.image_file(room)
+        if not image.exists():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            partial = image.with_suffix(".partial")
+            with partial.open("wb") as handle:
+                handle.truncate(self.size_bytes)  # sparse: costs nothing until written
+            uid, gid = USER.split(":")
+            subprocess.run(
+                [
+                    "mkfs.ext4",
+                    "-q",
+                    "-F",
+                    "-m",
+                    "0",
+                    "-E",
+                    f"root_owner={uid}:{gid}",
+                    "-L",
+                    "workspace",
+                    str(partial),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            partial.rename(image)
+        device = _attach(image)
+        try:
+            volume = self.client.volumes.get(name)
+            if volume.attrs.get("Options", {}).get("device") != device:
+                volume.remove()  # stale device number after a reboot; the data is in the file
+                raise docker.errors.NotFound("stale")
+        except docker.errors.NotFound:
+            self.client.volumes.create(
+                name,
+                driver="local",
+                driver_opts={"type": "ext4", "device": device, "o": "nodev,nosuid"},
+                labels=labels(self.install, room, "workspace"),
+            )
+        return Workspace(name, capped=True)
+
+    def remove(self, room: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.volumes.get(volume_name(self.install, room)).remove(force=True)
+        image = self.image_file(room)
+        if self.loop:
+            _detach(image)
+        image.unlink(missing_ok=True)
