@@ -531,11 +531,42 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
         async def note(self, text: str) -> None:
             click.secho(text, fg="yellow")
 
-    conductor = Conductor(recipe, Models(secrets=config.secrets))
+        async def tool_result(self, agent, outcome) -> None:  # type: ignore[no-untyped-def]
+            click.secho(f"\n  $ {outcome.command}", fg="cyan")
+            for line in outcome.text.splitlines()[:12]:
+                click.secho(f"    {line}", dim=True)
+            ledger.tool(
+                session_id,
+                agent=agent.name,
+                tool=outcome.call.name,
+                command=outcome.command,
+                exit_code=outcome.exit_code,
+                output=outcome.output,
+                wall_ms=outcome.wall_ms,
+                killed=outcome.killed,
+            )
+
+    sandboxes = None
+    if any(agent.tools for agent in recipe.agents):
+        sandboxes = _terminal_sandboxes(context)
+    toolbox = None
+    if sandboxes is not None:
+        from runtime.tools import SandboxToolbox
+
+        toolbox = SandboxToolbox(sandboxes, f"terminal:{getpass.getuser()}", recipe.sandbox)
+    conductor = Conductor(recipe, Models(secrets=config.secrets), toolbox=toolbox)
     transcript = [Line(speaker, "person", message)]
     started = time.monotonic()
+
+    async def converse():  # type: ignore[no-untyped-def]
+        try:
+            return await conductor.respond(transcript, Terminal())
+        finally:
+            if sandboxes is not None:
+                await sandboxes.close(stop=False)
+
     try:
-        outcome = asyncio.run(conductor.respond(transcript, Terminal()))
+        outcome = asyncio.run(converse())
     except KeyboardInterrupt:
         ledger.close(session_id, "cut")
         end_session(store, session_id, "cut")
@@ -561,6 +592,26 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
 
 
 # -- sandbox -----------------------------------------------------------------------------------
+
+
+def _terminal_sandboxes(context: Context):  # type: ignore[no-untyped-def]
+    """Sandboxes for `potluck run`, or None (with a note) when no engine answers."""
+    import docker
+
+    from runtime.sandbox import Sandboxes
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception:
+        click.secho(
+            "note: no Docker engine answers, so agents run without their tools "
+            "(start one with deploy/engine.sh)",
+            fg="yellow",
+        )
+        return None
+    config = context.config
+    return Sandboxes(config.home / "state", install=config.install_id, client=client)
 
 
 @cli.group()

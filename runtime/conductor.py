@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 
 from .context import Line, build_messages
 from .models.client import CallParams, Completion, ModelError, Models
 from .recipes import Agent, Recipe
+from .tools import (
+    MAX_TOOL_ROUNDS,
+    Toolbox,
+    ToolCall,
+    ToolOutcome,
+    instructions_for,
+    parse_native_calls,
+    parse_text_calls,
+    specs_for,
+)
 
 
 @dataclass
@@ -27,6 +38,7 @@ class Turn:
     cost_usd: float = 0.0
     finish: str = "stop"  # stop | length | pass | error
     notes: list[str] = field(default_factory=list)
+    tools: list[ToolOutcome] = field(default_factory=list)
 
 
 @dataclass
@@ -63,6 +75,8 @@ class Listener:
 
     async def turn_finished(self, agent: Agent, turn: Turn) -> None: ...
 
+    async def tool_result(self, agent: Agent, outcome: ToolOutcome) -> None: ...
+
     async def note(self, text: str) -> None: ...
 
 
@@ -88,9 +102,16 @@ def _mentions(text: str, names: list[str]) -> list[str]:
 
 
 class Conductor:
-    def __init__(self, recipe: Recipe, models: Models, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        models: Models,
+        budget: Budget | None = None,
+        toolbox: Toolbox | None = None,
+    ) -> None:
         self.recipe = recipe
         self.models = models
+        self.toolbox = toolbox
         self.budget = budget or Budget(recipe.limits.max_tokens, recipe.limits.max_cost_usd)
         self.last_spoke: dict[str, int] = {}
         self._clock = 0
@@ -104,12 +125,15 @@ class Conductor:
             raise _Stop(reason)
         chain = [agent.model, *agent.fallbacks]
         window = min(self.models.context_window(m) for m in chain)
+        tools = list(agent.tools) if self.toolbox is not None else []
+        native = bool(tools) and all(self.models.supports_tools(m) for m in chain)
         messages = build_messages(
             self.recipe,
             agent,
             transcript,
             window=window,
             count=lambda ms: self.models.count_tokens(agent.model, ms),
+            instructions="" if native or not tools else instructions_for(tools),
         )
         await listener.turn_started(agent)
         params = CallParams(
@@ -118,28 +142,70 @@ class Conductor:
             top_p=agent.top_p,
             api_base=agent.api_base,
         )
-        try:
-            done: Completion = await self.models.complete(
-                chain, messages, params, on_text=lambda text: listener.turn_text(agent, text)
+        shown: list[str] = []
+        tokens_in = tokens_out = 0
+        cost = 0.0
+        notes: list[str] = []
+        outcomes: list[ToolOutcome] = []
+        for round_ in range(MAX_TOOL_ROUNDS + 1):
+            prefix = "".join(part + "\n\n" for part in shown)
+            try:
+                done: Completion = await self.models.complete(
+                    chain,
+                    messages,
+                    params,
+                    on_text=lambda text, p=prefix: listener.turn_text(agent, p + text),
+                    tools=specs_for(tools) if native else None,
+                )
+            except ModelError as exc:
+                turn = Turn(agent.name, agent.model, "", finish="error", notes=[str(exc)])
+                await listener.turn_finished(agent, turn)
+                raise _Stop(f"{agent.name} could not answer: {exc}") from None
+            tokens_in += done.tokens_in
+            tokens_out += done.tokens_out
+            cost += done.cost_usd
+            notes += [n for n in done.notes if n not in notes]
+            if done.text.strip():
+                shown.append(done.text.strip())
+            calls = (
+                parse_native_calls(done.tool_calls)
+                if native
+                else parse_text_calls(done.text, tools)
+                if tools
+                else []
             )
-        except ModelError as exc:
-            turn = Turn(agent.name, agent.model, "", finish="error", notes=[str(exc)])
-            await listener.turn_finished(agent, turn)
-            raise _Stop(f"{agent.name} could not answer: {exc}") from None
-        text = done.text.strip()
+            if not calls or self.toolbox is None:
+                break
+            if round_ == MAX_TOOL_ROUNDS:
+                notes.append(f"stopped after {MAX_TOOL_ROUNDS} rounds of tool use")
+                break
+            results = []
+            for call in calls:
+                outcome = await self.toolbox.run(call)
+                outcomes.append(outcome)
+                results.append(outcome)
+                await listener.tool_result(agent, outcome)
+            messages = messages + _tool_messages(done.text, calls, results, native)
+            if self.budget.tokens + tokens_in + tokens_out >= self.budget.max_tokens:
+                notes.append("the token budget ran out during tool use")
+                break
+        text = "\n\n".join(shown).strip()
         finish = done.finish
-        if text.startswith(self.recipe.protocol.pass_phrase) or not text:
+        if (text.startswith(self.recipe.protocol.pass_phrase) or not text) and not outcomes:
             finish = "pass"
         turn = Turn(
             agent.name,
             done.model,
             text,
-            done.tokens_in,
-            done.tokens_out,
-            done.cost_usd,
+            tokens_in,
+            tokens_out,
+            cost,
             finish,
-            done.notes,
+            notes,
+            outcomes,
         )
+        for outcome in outcomes:
+            transcript.append(Line(agent.name, "tool", _tool_line(outcome)))
         self.budget.add(turn)
         self._clock += 1
         self.last_spoke[agent.name] = self._clock
@@ -315,3 +381,39 @@ def _similar(a: str, b: str) -> bool:
         and difflib.SequenceMatcher(None, a, b).quick_ratio() > 0.95
         and difflib.SequenceMatcher(None, a, b).ratio() > 0.9
     )
+
+
+def _tool_messages(
+    text: str, calls: list[ToolCall], results: list[ToolOutcome], native: bool
+) -> list[dict]:
+    """What the model is shown after its tool calls, in the form it asked in."""
+    if native:
+        ids = [call.id or f"call_{n}" for n, call in enumerate(calls)]
+        return [
+            {
+                "role": "assistant",
+                "content": text or None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                    for call_id, call in zip(ids, calls, strict=True)
+                ],
+            },
+            *(
+                {"role": "tool", "tool_call_id": call_id, "content": result.text}
+                for call_id, result in zip(ids, results, strict=True)
+            ),
+        ]
+    shown = "\n\n".join(f"$ {r.command}\n{r.text}" for r in results)
+    return [
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": f"(tool output)\n{shown}\n(continue your answer)"},
+    ]
+
+
+def _tool_line(outcome: ToolOutcome) -> str:
+    first = outcome.text.splitlines()[0] if outcome.text else ""
+    return f"{outcome.command} → {first}"[:500]

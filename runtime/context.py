@@ -73,8 +73,10 @@ def build_messages(
     *,
     window: int,
     count: Callable[[list[Message]], int],
+    instructions: str = "",
 ) -> list[Message]:
-    system = {"role": "system", "content": preamble(recipe, agent)}
+    system_text = preamble(recipe, agent) + (f"\n\n{instructions}" if instructions else "")
+    system = {"role": "system", "content": system_text}
     body = [_as_message(line, agent) for line in transcript]
     if not body or body[-1]["role"] == "assistant":
         body.append({"role": "user", "content": "(your turn)"})

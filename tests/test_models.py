@@ -42,6 +42,7 @@ class FlakyProvider:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.requests: list[dict[str, Any]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -61,9 +62,26 @@ class FlakyProvider:
             await asyncio.sleep(30)
         if model == "garbage":
             return web.Response(text="{not json", content_type="application/json")
+        self.requests.append(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for word in ["hello ", "from ", model]:
+        if model == "gpt-4o-mini" and body.get("tools"):
+            last = body["messages"][-1]
+            if last["role"] != "tool":
+                call = {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "shell", "arguments": '{"command": "echo 6*7 | bc"}'},
+                }
+                await response.write(chunk(model, {"role": "assistant", "tool_calls": [call]}))
+                await response.write(chunk(model, {}, "tool_calls"))
+                await response.write(b"data: [DONE]\n\n")
+                return response
+            words = ["the ", "answer ", "is ", last["content"].strip()]
+        else:
+            words = ["hello ", "from ", model]
+        for word in words:
             await response.write(chunk(model, {"content": word}))
         await response.write(chunk(model, {}, "stop"))
         await response.write(b"data: [DONE]\n\n")
@@ -216,3 +234,51 @@ async def test_a_real_conversation_on_the_embedded_local_model(
         assert turn.tokens_out > 0 and turn.tokens_in > 0
         assert len(turn.text.split()) >= 3  # real words, not an empty pass
     assert outcome.turns[0].text != outcome.turns[1].text
+
+
+class RecordingToolbox:
+    """Our own Toolbox interface, answering as a sandbox would (the real one is tested in
+    test_sandbox.py); here the subject is the function-calling exchange with the provider."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    async def run(self, call: Any) -> Any:
+        from runtime.tools import ToolOutcome
+
+        self.calls.append(call)
+        return ToolOutcome(call, "42", call.arguments["command"], 0, "42\n", 3)
+
+
+async def test_a_function_calling_model_gets_real_tool_calls_and_sees_the_results(
+    provider: FlakyProvider,
+) -> None:
+    recipe = validate_data(
+        {
+            "potluck": 1,
+            "name": "calc",
+            "title": "Calc",
+            "agents": [
+                {
+                    "name": "calc",
+                    "model": "openai/gpt-4o-mini",
+                    "api_base": provider.url,
+                    "persona": "You compute.",
+                    "tools": ["shell"],
+                }
+            ],
+            "protocol": {"max_rounds": 1},
+        }
+    )
+    toolbox = RecordingToolbox()
+    outcome = await Conductor(recipe, models(), toolbox=toolbox).respond(
+        [Line("alice", "person", "what is 6*7?")]
+    )
+    assert [c.arguments for c in toolbox.calls] == [{"command": "echo 6*7 | bc"}]
+    first, second = provider.requests[-2:]
+    assert [t["function"]["name"] for t in first["tools"]] == ["shell"]
+    assert "```run" not in first["messages"][0]["content"]  # no text convention needed
+    assert second["messages"][-2]["tool_calls"][0]["id"] == "call_1"
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    turn = outcome.turns[0]
+    assert turn.text == "the answer is 42" and turn.tools[0].output == "42\n"

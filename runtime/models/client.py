@@ -113,6 +113,15 @@ class Models:
         missing = ", ".join(env.get("missing_keys", [])) or "an API key"
         return f"{model} needs {missing} (config [secrets] or environment)"
 
+    def supports_tools(self, model: str) -> bool:
+        """Function calling as litellm knows it; otherwise agents get the text convention."""
+        if model.startswith(("local/", "scripted/")):
+            return False
+        try:
+            return bool(litellm.supports_function_calling(model=model))
+        except Exception:
+            return False
+
     def context_window(self, model: str) -> int:
         if model.startswith("local/"):
             return self.local.spec(model).context
