@@ -39,22 +39,27 @@ from .workspace import Workspaces
 log = logging.getLogger("potluck.sandbox")
 
 MARKER = "\x1epotluck-exec"
-# $1: the command; $2: the timeout in seconds. Exit status is the command's.
+# $1: the command; $2: the timeout in seconds. Exit status is the command's. After the
+# command, builtins only (no fork, so it works even when a bomb took every process slot):
+# kill everything but tini (PID 1), its first child (the keeper) and this shell, in repeated
+# passes since a fork bomb forks while it is swept; then read the cgroup's OOM-kill count.
 WRAPPER = (
     'timeout --kill-after=1 "$2" bash -c "$1"; rc=$?\n'
-    # PID 1 is tini and its first child (the lowest pid it parents) keeps the container up.
-    # Repeated passes: a fork bomb keeps forking while it is being swept.
-    "keeper=$(ps -o pid= --ppid 1 | sort -n | head -n 1); swept=0\n"
+    "read -r keeper _ < /proc/1/task/1/children; swept=0\n"
     "for _ in 1 2 3 4 5 6 7 8 9 10; do\n"
     "  found=0\n"
-    "  for p in $(ps -e -o pid=); do\n"
+    "  for d in /proc/[0-9]*; do\n"
+    "    p=${d#/proc/}\n"
     '    case " 1 $$ $keeper " in *" $p "*) continue ;; esac\n'
+    '    read -r _ _ state _ < "$d/stat" 2>/dev/null || continue\n'
+    '    [ "$state" = Z ] && continue\n'
     '    kill -9 "$p" 2>/dev/null && swept=$((swept+1)) && found=1\n'
     "  done\n"
     '  [ "$found" = 0 ] && break\n'
     "done\n"
-    "oom=$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null)\n"
-    f'printf \'\\n{MARKER} %s %s %s\\n\' "$rc" "$swept" "${{oom:--1}}" >&2\n'
+    "oom=-1; f=/sys/fs/cgroup/memory/memory.oom_control\n"
+    '[ -r "$f" ] && while read -r k v; do [ "$k" = oom_kill ] && oom=$v; done < "$f"\n'
+    f"printf '\\n{MARKER} %s %s %s\\n' \"$rc\" \"$swept\" \"$oom\" >&2\n"
     "exit $rc\n"
 )
 MARKER_LINE = re.compile(rf"\n?{MARKER} (-?\d+) (\d+) (-?\d+)\n?$")
