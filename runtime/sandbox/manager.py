@@ -59,7 +59,7 @@ WRAPPER = (
     "done\n"
     "oom=-1; f=/sys/fs/cgroup/memory/memory.oom_control\n"
     '[ -r "$f" ] && while read -r k v; do [ "$k" = oom_kill ] && oom=$v; done < "$f"\n'
-    f"printf '\\n{MARKER} %s %s %s\\n' \"$rc\" \"$swept\" \"$oom\" >&2\n"
+    f'printf \'\\n{MARKER} %s %s %s\\n\' "$rc" "$swept" "$oom" >&2\n'
     "exit $rc\n"
 )
 MARKER_LINE = re.compile(rf"\n?{MARKER} (-?\d+) (\d+) (-?\d+)\n?$")
