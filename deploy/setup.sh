@@ -39,6 +39,17 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
+# Tests talk to a real Matrix homeserver: Synapse, in a virtualenv of its own.
+if [ "$mode" = test ]; then
+  [ -x .venv-synapse/bin/python ] || python3 -m venv .venv-synapse
+  synapse_stamp=".venv-synapse/.installed-$(sha256sum requirements-synapse.lock | cut -c1-16)"
+  if [ ! -f "$synapse_stamp" ]; then
+    echo "setup: installing Synapse for the Matrix tests"
+    .venv-synapse/bin/pip install -q --require-hashes -r requirements-synapse.lock
+    rm -f .venv-synapse/.installed-* && touch "$synapse_stamp"
+  fi
+fi
+
 # Sandboxes: a Docker engine, and the image built from Debian's mirror (no registry).
 deploy/engine.sh
 .venv/bin/potluck sandbox build

@@ -733,3 +733,24 @@ def sandbox_list(context: Context) -> None:
         click.echo(f"container  {container.short_id}  {container.status:<8}  {room}")
     for volume in boxes.ours("workspace"):
         click.echo(f"workspace  {volume.name}  {volume.attrs['Labels'].get('io.potluck.room')}")
+
+
+@cli.command("serve")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@pass_context
+def serve_command(context: Context, verbose: bool) -> None:
+    """Run the gateway: the configured chat platforms, rooms, agents, sandboxes, receipts."""
+    import asyncio
+    import logging
+
+    from .serve import serve
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("LiteLLM", "httpx", "docker", "urllib3", "nio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not context.config.key_file.exists():
+        _fail("no gateway key yet: run `potluck init` first")
+    asyncio.run(serve(context.config))

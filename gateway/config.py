@@ -32,6 +32,10 @@ class Config:
     relays: list[str] = field(default_factory=list)
     web_host: str = "127.0.0.1"
     web_port: int = 8737
+    default_recipe: str = "solo"
+    # Per-platform settings ([matrix], [telegram], [discord]); tokens and passwords in them
+    # are secrets and are kept out of repr() like the rest.
+    platforms: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -69,6 +73,11 @@ port = 8737
 [receipts]
 # Relays receive events only from rooms that opt in.
 relays = []
+
+# [matrix]
+# homeserver = "https://matrix.example.org"
+# user_id = "@potluck:example.org"
+# password = "..."          (or access_token; or POTLUCK_MATRIX_PASSWORD in the environment)
 
 [secrets]
 # openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
@@ -117,11 +126,34 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             relays=_list(env.get("POTLUCK_RELAYS", receipts.get("relays", [])), "relays"),
             web_host=env.get("POTLUCK_WEB_HOST", web.get("host", "127.0.0.1")),
             web_port=int(env.get("POTLUCK_WEB_PORT", web.get("port", 8737))),
+            default_recipe=env.get("POTLUCK_DEFAULT_RECIPE", gateway.get("default_recipe", "solo")),
+            platforms=_platforms(data, env),
             secrets=secrets,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+PLATFORM_KEYS = {
+    "matrix": ("homeserver", "user_id", "password", "access_token", "device_id"),
+}
+
+
+def _platforms(data: dict[str, Any], env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """[matrix] etc. from the file, each key overridable as POTLUCK_MATRIX_<KEY>."""
+    found: dict[str, dict[str, str]] = {}
+    for platform, keys in PLATFORM_KEYS.items():
+        section = data.get(platform, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{platform}] must be a table")
+        values = {k: str(v) for k, v in section.items() if k in keys}
+        for key in keys:
+            if value := env.get(f"POTLUCK_{platform.upper()}_{key.upper()}"):
+                values[key] = value
+        if values:
+            found[platform] = values
+    return found
 
 
 def write_default_config(home: Path) -> Path:

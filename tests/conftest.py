@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT.parent / "shared" / "vectors"
 REQUIRE_REAL = bool(os.environ.get("CI")) or os.environ.get("POTLUCK_REQUIRE_SERVICES") == "1"
 
+# CI replays the same examples every run (a red run must mean a regression); developers'
+# runs explore new ones and keep what they find in .hypothesis/.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -228,3 +236,140 @@ def relay_factory(tmp_path: Path) -> Iterator:
     yield make
     for relay in relays:
         relay.stop()
+
+
+class Synapse:
+    """A real Matrix homeserver (Synapse, from its own virtualenv) on 127.0.0.1: SQLite, one
+    client listener, no federation, registration by shared secret, rate limits raised."""
+
+    SECRET = "potluck-test-shared-secret"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.python = ROOT / ".venv-synapse" / "bin" / "python"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def configure(self) -> None:
+        import yaml
+
+        config = self.workdir / "homeserver.yaml"
+        subprocess.run(
+            [
+                str(self.python),
+                "-m",
+                "synapse.app.homeserver",
+                "--server-name",
+                "localhost",
+                "--config-path",
+                str(config),
+                "--data-directory",
+                str(self.workdir),
+                "--generate-config",
+                "--report-stats=no",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=self.workdir,
+            timeout=120,
+        )
+        data = yaml.safe_load(config.read_text())
+        fast = {"per_second": 10000, "burst_count": 10000}
+        data.update(
+            listeners=[
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            database={"name": "sqlite3", "args": {"database": str(self.workdir / "hs.db")}},
+            registration_shared_secret=self.SECRET,
+            trusted_key_servers=[],
+            federation_domain_whitelist=[],
+            suppress_key_server_warning=True,
+            enable_metrics=False,
+            report_stats=False,
+            presence={"enabled": False},
+            url_preview_enabled=False,
+            rc_message=fast,
+            rc_registration=fast,
+            rc_admin_redaction=fast,
+            rc_login={"address": fast, "account": fast, "failed_attempts": fast},
+            rc_joins={"local": fast, "remote": fast},
+            rc_joins_per_room=fast,
+            rc_invites={"per_room": fast, "per_user": fast, "per_issuer": fast},
+            rc_3pid_validation=fast,
+            rc_presence={"per_user": fast},
+            rc_delayed_event_mgmt=fast,
+            rc_room_creation=fast,
+            rc_reports=fast,
+            rc_media_create=fast,
+        )
+        config.write_text(yaml.safe_dump(data))
+        self.config = config
+
+    def start(self) -> None:
+        log = (self.workdir / "synapse.out").open("ab")
+        self.process = subprocess.Popen(
+            [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config)],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1)
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    tail = (self.workdir / "synapse.out").read_text()[-3000:]
+                    raise RuntimeError(tail) from None
+                time.sleep(0.2)
+        raise RuntimeError("Synapse did not start within 60 s")
+
+    def register(self, user: str, password: str = "pw", admin: bool = False) -> str:
+        subprocess.run(
+            [
+                str(self.python.with_name("register_new_matrix_user")),
+                "-k",
+                self.SECRET,
+                "-u",
+                user,
+                "-p",
+                password,
+                "--admin" if admin else "--no-admin",
+                self.url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return f"@{user}:localhost"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    if not (ROOT / ".venv-synapse" / "bin" / "python").exists():
+        missing("Synapse (`make test` installs it in .venv-synapse)")
+    server = Synapse(tmp_path_factory.mktemp("synapse"))
+    server.configure()
+    server.start()
+    yield server
+    server.stop()

@@ -227,7 +227,7 @@ async def test_processes_left_running_are_killed_after_each_command(
     result = await sandboxes.exec(
         "room", "setsid sleep 1000 & nohup sleep 999 >/dev/null 2>&1 & (sleep 998 &); echo go"
     )
-    assert result.stdout == "go\n" and result.leftovers_killed == 3
+    assert result.stdout == "go\n" and result.leftovers_killed >= 3  # and their shells
     left = await sandboxes.exec("room", "ps -e -o args= | grep -c '^sleep 99'")
     assert left.stdout.strip() == "0"
 

@@ -26,7 +26,8 @@ def last_user(messages: list[dict[str, Any]]) -> str:
 
 SCRIPTS["echo"] = lambda messages: f"echo: {last_user(messages)[-200:]}"
 SCRIPTS["instant"] = lambda messages: "ok"
-SCRIPTS["slow"] = lambda messages: " ".join(["tick"] * 200)
+# Distinct words: litellm stops a stream that repeats one chunk 100 times.
+SCRIPTS["slow"] = lambda messages: " ".join(f"tick{n}" for n in range(200))
 DELAYS["slow"] = 0.05
 
 

@@ -40,9 +40,14 @@ SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 MAX_TEXT = 20_000
 
 
+_LINE_BREAKS = str.maketrans({"\r": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"})
+
+
 def normalise_text(value: str) -> str:
     """One spelling per text: NFC, LF line ends, no trailing blanks, no trailing newlines."""
-    value = unicodedata.normalize("NFC", value).replace("\r\n", "\n").replace("\r", "\n")
+    value = unicodedata.normalize("NFC", value).replace("\r\n", "\n")
+    # YAML reads CR, NEL, LS and PS as line breaks: make them LF so a round trip is exact.
+    value = value.translate(_LINE_BREAKS)
     return "\n".join(line.rstrip() for line in value.split("\n")).strip("\n")
 
 

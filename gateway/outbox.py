@@ -1,0 +1,238 @@
+"""Getting agents' words into the room: streamed by edits, throttled, never lost.
+
+Every outgoing message is an outbox row before it is sent, with its delivery state; a turn
+is sent once and then edited as it grows, at most once per interval per room, and finished
+with one last edit (more messages when it is too long). A platform's rate-limit answer
+delays delivery and never drops the final text. After a crash, rows still streaming are
+marked as cut off, and rows never sent are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlalchemy import select
+
+from adapters.base import Adapter, Outgoing, RateLimited
+
+from .store.db import Store
+from .store.models import Outbox, now
+
+log = logging.getLogger("potluck.outbox")
+CUT_NOTE = "\n\n[cut off: the gateway restarted before this turn finished]"
+
+
+def split_paragraphs(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, split between paragraphs where possible. Pure."""
+    if len(text) <= limit:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for paragraph in text.split("\n\n"):
+        candidate = f"{current}\n\n{paragraph}" if current else paragraph
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            pieces.append(current)
+        while len(paragraph) > limit:  # one paragraph longer than a message: cut at a line
+            cut = paragraph.rfind("\n", 0, limit)
+            cut = cut if cut > limit // 2 else paragraph.rfind(" ", 0, limit)
+            cut = cut if cut > limit // 2 else limit
+            pieces.append(paragraph[:cut].rstrip())
+            paragraph = paragraph[cut:].lstrip()
+        current = paragraph
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+class Delivery:
+    """Sends and edits through one adapter, waiting out rate limits."""
+
+    def __init__(self, adapter: Adapter, store: Store, attempts: int = 8) -> None:
+        self.adapter = adapter
+        self.store = store
+        self.attempts = attempts
+
+    async def _retry(self, action) -> object:  # type: ignore[no-untyped-def]
+        for attempt in range(self.attempts):
+            try:
+                return await action()
+            except RateLimited as limited:
+                log.info(
+                    "rate limited by %s; waiting %.1fs", self.adapter.name, limited.retry_after
+                )
+                await asyncio.sleep(min(limited.retry_after, 60.0))
+            except (OSError, TimeoutError) as exc:
+                if attempt == self.attempts - 1:
+                    raise
+                await asyncio.sleep(min(2**attempt * 0.5, 10.0))
+                log.warning("delivery to %s failed (%s); retrying", self.adapter.name, exc)
+        raise RuntimeError(f"{self.adapter.name} kept rate-limiting; giving up")
+
+    def _row(self, room_id: int, message: Outgoing, state: str) -> int:
+        with self.store.session.begin() as db:
+            row = Outbox(
+                room_id=room_id,
+                payload={
+                    "room": message.room,
+                    "text": message.text,
+                    "agent": message.agent,
+                    "notice": message.notice,
+                },
+                state=state,
+            )
+            db.add(row)
+            db.flush()
+            return row.id
+
+    def _update(self, row_id: int, **fields: object) -> None:
+        with self.store.session.begin() as db:
+            row = db.get(Outbox, row_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = now()
+
+    async def send(self, room_id: int, message: Outgoing) -> str:
+        """Record, then deliver, then mark delivered; long text goes as several messages."""
+        first = ""
+        for piece in split_paragraphs(message.text, self.adapter.max_chars):
+            part = Outgoing(message.room, piece, message.agent, message.reply_to, message.notice)
+            row_id = self._row(room_id, part, "pending")
+            message_id = str(await self._retry(lambda p=part: self.adapter.send(p)))
+            self._update(row_id, state="sent", platform_message_id=message_id, attempts=1)
+            first = first or message_id
+        return first
+
+    async def recover(self, room_ids: dict[int, str]) -> int:
+        """After a restart: cut-off notes on streams left open, and unsent rows sent."""
+        done = 0
+        with self.store.session() as db:
+            rows = db.scalars(
+                select(Outbox).where(
+                    Outbox.state.in_(("pending", "streaming")),
+                    Outbox.room_id.in_(list(room_ids)),
+                )
+            ).all()
+        for row in rows:
+            payload = dict(row.payload)
+            message = Outgoing(
+                payload["room"],
+                payload["text"],
+                payload.get("agent"),
+                notice=bool(payload.get("notice")),
+            )
+            if row.state == "streaming" and row.platform_message_id:
+                cut = Outgoing(message.room, (message.text or "…") + CUT_NOTE, message.agent)
+                await self._retry(
+                    lambda c=cut, r=row: self.adapter.edit(c.room, r.platform_message_id, c)
+                )
+                self._update(row.id, state="cut", payload={**payload, "text": cut.text})
+            elif row.state == "pending":
+                message_id = str(await self._retry(lambda m=message: self.adapter.send(m)))
+                self._update(row.id, state="sent", platform_message_id=message_id)
+            done += 1
+        return done
+
+
+class Stream:
+    """One agent turn appearing in the room as it is generated."""
+
+    def __init__(
+        self, delivery: Delivery, room_id: int, room: str, agent: str, interval_s: float
+    ) -> None:
+        self.delivery = delivery
+        self.room_id = room_id
+        self.room = room
+        self.agent = agent
+        self.interval_s = interval_s
+        self.text = ""
+        self.message_id: str | None = None
+        self.row_id: int | None = None
+        self._last_edit = 0.0
+        self._shown = ""
+        self._pending: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def _message(self, text: str) -> Outgoing:
+        return Outgoing(self.room, text, self.agent)
+
+    async def open(self) -> None:
+        placeholder = self._message("…")
+        self.row_id = self.delivery._row(self.room_id, placeholder, "pending")
+        self.message_id = str(
+            await self.delivery._retry(lambda: self.delivery.adapter.send(placeholder))
+        )
+        self.delivery._update(self.row_id, state="streaming", platform_message_id=self.message_id)
+        self._last_edit = time.monotonic()
+
+    async def _edit(self, text: str) -> None:
+        async with self._lock:
+            if text == self._shown or self.message_id is None:
+                return
+            limit = self.delivery.adapter.max_chars
+            shown = text if len(text) <= limit else text[: limit - 1] + "…"
+            try:
+                await self.delivery.adapter.edit(self.room, self.message_id, self._message(shown))
+            except RateLimited as limited:  # an interim edit can wait for the next one
+                self._last_edit = time.monotonic() + limited.retry_after
+                return
+            self._shown = text
+            self._last_edit = time.monotonic()
+            if self.row_id is not None:
+                self.delivery._update(
+                    self.row_id,
+                    payload={"room": self.room, "text": text, "agent": self.agent, "notice": False},
+                )
+
+    async def update(self, text: str) -> None:
+        """New text so far; edits at most once per interval, the latest text winning."""
+        self.text = text
+        wait = self._last_edit + self.interval_s - time.monotonic()
+        if wait <= 0 and (self._pending is None or self._pending.done()):
+            await self._edit(text)
+        elif self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._later(max(wait, 0.05)))
+
+    async def _later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._edit(self.text)
+
+    async def finish(self, text: str) -> None:
+        """The final text, delivered whatever rate limits say; split when too long."""
+        if self._pending is not None:
+            self._pending.cancel()
+        self.text = text
+        pieces = split_paragraphs(text or "…", self.delivery.adapter.max_chars)
+        first = self._message(pieces[0])
+        assert self.message_id is not None
+        await self.delivery._retry(
+            lambda: self.delivery.adapter.edit(self.room, self.message_id, first)
+        )
+        for piece in pieces[1:]:
+            await self.delivery.send(self.room_id, self._message(piece))
+        if self.row_id is not None:
+            self.delivery._update(
+                self.row_id,
+                state="sent",
+                payload={
+                    "room": self.room,
+                    "text": pieces[0],
+                    "agent": self.agent,
+                    "notice": False,
+                },
+            )
+
+    async def cut(self, reason: str) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        note = f"{self.text or '…'}\n\n[{reason}]"
+        if self.message_id is not None:
+            await self.delivery._retry(
+                lambda: self.delivery.adapter.edit(self.room, self.message_id, self._message(note))
+            )
+        if self.row_id is not None:
+            self.delivery._update(self.row_id, state="cut")

@@ -1,0 +1,88 @@
+"""`potluck serve`: adapters, rooms, conductor, sandboxes and receipts in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from runtime.models.client import Models
+
+from .config import Config
+from .library import Library
+from .receipts.keys import read_key_file
+from .receipts.ledger import Ledger
+from .service import Gateway
+from .store.db import Store
+
+log = logging.getLogger("potluck.serve")
+
+
+async def _sandboxes(config: Config):  # type: ignore[no-untyped-def]
+    """The sandbox engine, or None with a clear log line when none answers."""
+    try:
+        import docker
+
+        from runtime.sandbox import Sandboxes
+
+        client = docker.from_env(timeout=60)
+        await asyncio.to_thread(client.ping)
+    except Exception as exc:
+        log.warning(
+            "no Docker engine (%s): agents run without tools; start deploy/engine.sh",
+            exc.__class__.__name__,
+        )
+        return None
+    boxes = Sandboxes(config.home / "state", install=config.install_id, client=client)
+    adopted, removed = await boxes.adopt()
+    log.info("sandboxes: %d adopted, %d stale removed", len(adopted), len(removed))
+    return boxes
+
+
+def _may_invite(config: Config, platform: str):  # type: ignore[no-untyped-def]
+    people = {*config.allowed_users, *config.admins}
+
+    def allowed(user: str) -> bool:
+        return "*" in people or f"{platform}:{user}" in people
+
+    return allowed
+
+
+async def build(config: Config) -> Gateway:
+    store = Store(config.database_url)
+    library = Library(store)
+    library.sync_bundled()
+    ledger = Ledger(store, read_key_file(config.key_file))
+    gateway = Gateway(
+        config,
+        store,
+        library,
+        ledger,
+        Models(secrets=config.secrets),
+        await _sandboxes(config),
+        config.default_recipe,
+    )
+    if "matrix" in config.platforms:
+        from adapters.matrix import MatrixAdapter, MatrixSettings
+
+        settings = MatrixSettings(**config.platforms["matrix"])
+        await gateway.add_adapter(MatrixAdapter(settings, _may_invite(config, "matrix")))
+        log.info("matrix: connected as %s", settings.user_id)
+    return gateway
+
+
+async def serve(config: Config) -> None:
+    gateway = await build(config)
+    if not gateway.adapters:
+        log.warning("no platform is configured: add [matrix] to %s", config.config_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("potluck is serving; SIGTERM or Ctrl-C stops it")
+    await stop.wait()
+    log.info("stopping")
+    await gateway.close()
+    if gateway.sandboxes is not None:
+        await gateway.sandboxes.close(stop=False)
+    gateway.store.close()

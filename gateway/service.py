@@ -1,0 +1,570 @@
+"""The gateway: incoming events in, commands and conversations out, for every room at once.
+
+Each event is stored (with the adapter's cursor) before anything acts on it, and the unique
+(room, event id) key makes a redelivered event a no-op. Rooms are handled in order by one
+worker each and run side by side; `/stop` skips the queue and cancels the room's turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from adapters.base import Adapter, Incoming, Outgoing
+from runtime.conductor import Budget, Conductor, Listener, Turn
+from runtime.context import Line
+from runtime.models.client import Models
+from runtime.recipes import Agent, RecipeError, diff, short_ref, to_yaml
+from runtime.tools import SandboxToolbox, ToolOutcome
+
+from .commands import Command, CommandError, help_text, is_command, parse
+from .config import Config
+from .library import Library, Saved
+from .outbox import Delivery, Stream
+from .receipts.ledger import Ledger
+from .rooms import attach, end_session, ensure_room, start_session
+from .store.db import Store
+from .store.models import AdapterCursor, Message, Room, Session, now
+
+log = logging.getLogger("potluck.gateway")
+
+
+@dataclass
+class RoomState:
+    room_id: int
+    key: str  # platform:room
+    platform: str
+    platform_room: str
+    queue: asyncio.Queue[tuple[int, Incoming]] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+    running: asyncio.Task[Any] | None = None  # the conversation in progress
+    session_id: str | None = None
+    saved: Saved | None = None
+    transcript: list[Line] = field(default_factory=list)
+    budget: Budget | None = None
+
+
+def _mentions_agent(text: str, agents: list[Agent]) -> bool:
+    lowered = text.lower()
+    return any(f"@{a.name}" in lowered or lowered.startswith(f"{a.name}") for a in agents)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        library: Library,
+        ledger: Ledger,
+        models: Models,
+        sandboxes: Any = None,
+        default_recipe: str = "solo",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.library = library
+        self.ledger = ledger
+        self.models = models
+        self.sandboxes = sandboxes
+        self.default_recipe = default_recipe
+        self.adapters: dict[str, Adapter] = {}
+        self.deliveries: dict[str, Delivery] = {}
+        self.rooms: dict[str, RoomState] = {}
+        self.counters = {"incoming": 0, "turns": 0, "commands": 0, "refused": 0}
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def cursor(self, adapter: str) -> str | None:
+        with self.store.session() as db:
+            row = db.get(AdapterCursor, adapter)
+            return row.cursor if row else None
+
+    def save_cursor(self, adapter: str, cursor: str) -> None:
+        with self.store.session.begin() as db:
+            row = db.get(AdapterCursor, adapter)
+            if row is None:
+                db.add(AdapterCursor(adapter=adapter, cursor=cursor))
+            else:
+                row.cursor, row.updated_at = cursor, now()
+
+    async def add_adapter(self, adapter: Adapter) -> None:
+        self.adapters[adapter.name] = adapter
+        self.deliveries[adapter.name] = Delivery(adapter, self.store)
+        await adapter.connect()
+        await self._recover(adapter.name)
+
+        async def on_cursor(cursor: str, name: str = adapter.name) -> None:
+            self.save_cursor(name, cursor)
+
+        await adapter.start(self.on_incoming, on_cursor, self.cursor(adapter.name))
+
+    async def _recover(self, platform: str) -> None:
+        """After a crash: finish what was interrupted, in the open."""
+        with self.store.session() as db:
+            rooms = {
+                r.id: r.platform_room_id
+                for r in db.scalars(select(Room).where(Room.platform == platform))
+            }
+            unfinished = db.scalars(
+                select(Message)
+                .where(
+                    Message.room_id.in_(list(rooms)),
+                    Message.direction == "in",
+                    Message.state.in_(("received", "processing")),
+                )
+                .order_by(Message.id)
+            ).all()
+        await self.deliveries[platform].recover(rooms)
+        for message in unfinished:
+            room = self._room(platform, rooms[message.room_id], message.room_id)
+            if message.state == "processing":
+                self._set_state(message.id, "cut")
+                await self.notice(
+                    room,
+                    f"(the answer to {message.sender}'s message was cut "
+                    "off by a restart; send it again to continue)",
+                )
+                continue
+            incoming = Incoming(
+                platform,
+                room.platform_room,
+                "",
+                message.sender,
+                message.text,
+                message.platform_event_id or "",
+                mentions_bot=True,
+            )
+            self._ensure_worker(room)
+            room.queue.put_nowait((message.id, incoming))
+
+    def _room(self, platform: str, platform_room: str, room_id: int | None = None) -> RoomState:
+        key = f"{platform}:{platform_room}"
+        if key not in self.rooms:
+            if room_id is None:
+                room_id = ensure_room(self.store, platform, platform_room)
+            self.rooms[key] = RoomState(room_id, key, platform, platform_room)
+        return self.rooms[key]
+
+    def _ensure_worker(self, room: RoomState) -> None:
+        if room.worker is None or room.worker.done():
+            room.worker = asyncio.create_task(self._work(room), name=f"room {room.key}")
+
+    async def close(self) -> None:
+        for room in self.rooms.values():
+            for task in (room.running, room.worker):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+        for adapter in self.adapters.values():
+            await adapter.stop()
+
+    # -- permissions -----------------------------------------------------------------------
+
+    def allowed(self, incoming: Incoming) -> bool:
+        """Closed by default: a room or a user must be listed (or `*` given)."""
+        user = f"{incoming.platform}:{incoming.sender}"
+        rooms = self.config.allowed_rooms
+        users = [*self.config.allowed_users, *self.config.admins]
+        return (
+            incoming.platform in ("web", "terminal")
+            or "*" in rooms
+            or incoming.key in rooms
+            or f"{incoming.platform}:*" in rooms
+            or "*" in users
+            or user in users
+        )
+
+    async def is_admin(self, incoming: Incoming) -> bool:
+        if f"{incoming.platform}:{incoming.sender}" in self.config.admins:
+            return True
+        adapter = self.adapters.get(incoming.platform)
+        if adapter is None:
+            return incoming.platform in ("web", "terminal")
+        try:
+            return await adapter.is_admin(incoming.room, incoming.sender)
+        except Exception as exc:  # the platform could not say: refuse rather than guess
+            log.warning("could not read admins of %s: %s", incoming.key, exc)
+            return False
+
+    # -- incoming --------------------------------------------------------------------------
+
+    def _store_incoming(self, room: RoomState, incoming: Incoming) -> int | None:
+        try:
+            with self.store.session.begin() as db:
+                row = Message(
+                    room_id=room.room_id,
+                    session_id=room.session_id,
+                    platform_event_id=incoming.event_id,
+                    direction="in",
+                    sender=incoming.sender_name[:255],
+                    text=incoming.text,
+                    state="received",
+                )
+                db.add(row)
+                db.flush()
+                return row.id
+        except IntegrityError:
+            return None  # seen before: redelivered after a restart
+
+    def _set_state(self, message_id: int, state: str) -> None:
+        with self.store.session.begin() as db:
+            db.get(Message, message_id).state = state
+
+    async def on_incoming(self, incoming: Incoming) -> None:
+        if not self.allowed(incoming):
+            self.counters["refused"] += 1
+            log.info(
+                "ignored %s from %s: not in the allowed rooms or users",
+                incoming.key,
+                incoming.sender,
+            )
+            return
+        room = self._room(incoming.platform, incoming.room)
+        message_id = self._store_incoming(room, incoming)
+        if message_id is None:
+            return
+        self.counters["incoming"] += 1
+        command = parse(incoming.text)
+        if isinstance(command, Command) and command.name == "stop":
+            self._set_state(message_id, "handled")
+            await self._stop(room)
+            return
+        self._ensure_worker(room)
+        await room.queue.put((message_id, incoming))
+
+    async def _work(self, room: RoomState) -> None:
+        while True:
+            message_id, incoming = await room.queue.get()
+            self._set_state(message_id, "processing")
+            try:
+                await self._process(room, message_id, incoming)
+                self._set_state(message_id, "handled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad message must not stop the room
+                log.exception("room %s: failed on message %s", room.key, message_id)
+                self._set_state(message_id, "failed")
+                await self.notice(room, f"something went wrong: {exc}")
+
+    async def _process(self, room: RoomState, message_id: int, incoming: Incoming) -> None:
+        if is_command(incoming.text):
+            parsed = parse(incoming.text)
+            if parsed is None:
+                return
+            if isinstance(parsed, CommandError):
+                await self.notice(room, parsed.message, reply_to=incoming.event_id)
+                return
+            self.counters["commands"] += 1
+            if parsed.spec.admin and not await self.is_admin(incoming):
+                await self.notice(
+                    room,
+                    f"only room admins may use {parsed.spec.usage.split()[0]}"
+                    f" {parsed.name.split()[-1]}; you can talk and read here",
+                    reply_to=incoming.event_id,
+                )
+                return
+            await self._command(room, parsed, incoming)
+            return
+        await self._converse(room, incoming)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def _load(self, room: RoomState) -> Saved:
+        """The room's attached recipe and live session, attaching the default if none."""
+        if room.saved is not None and room.session_id is not None:
+            return room.saved
+        with self.store.session() as db:
+            row = db.get(Room, room.room_id)
+            version = row.recipe_version_id
+            live = db.scalar(
+                select(Session).where(Session.room_id == room.room_id, Session.status == "live")
+            )
+        saved = self.library.get(version) if version else None
+        if saved is None:
+            saved = self.library.get(self.default_recipe)
+            attach(self.store, room.room_id, saved.id)
+        room.saved = saved
+        if live is not None and live.recipe_version_id == saved.id:
+            room.session_id = live.id
+            room.transcript = self._transcript(live.id)
+        else:
+            self._new_session(room, saved)
+        return saved
+
+    def _new_session(self, room: RoomState, saved: Saved) -> None:
+        room.session_id = start_session(self.store, room.room_id, saved.id)
+        self.ledger.open(room.session_id, saved.recipe.name)
+        room.saved = saved
+        room.transcript = []
+        room.budget = None
+
+    def _transcript(self, session_id: str) -> list[Line]:
+        with self.store.session() as db:
+            rows = db.scalars(
+                select(Message).where(Message.session_id == session_id).order_by(Message.id)
+            ).all()
+        lines = []
+        for row in rows:
+            if row.direction == "out":
+                lines.append(Line(row.sender, "agent", row.text))
+            elif not is_command(row.text):
+                lines.append(Line(row.sender, "person", row.text))
+        return lines[-200:]
+
+    # -- conversation ----------------------------------------------------------------------
+
+    async def _converse(self, room: RoomState, incoming: Incoming, force: bool = False) -> None:
+        saved = self._load(room)
+        recipe = saved.recipe
+        addressed = force or (
+            recipe.trigger == "every_message"
+            or (
+                recipe.trigger == "mention"
+                and (
+                    incoming.mentions_bot
+                    or incoming.reply_to_bot
+                    or _mentions_agent(incoming.text, recipe.agents)
+                )
+            )
+        )
+        with self.store.session.begin() as db:
+            db.execute(
+                Message.__table__.update()
+                .where(
+                    Message.platform_event_id == incoming.event_id, Message.room_id == room.room_id
+                )
+                .values(session_id=room.session_id)
+            )
+        room.transcript.append(
+            Line(incoming.sender_name, "person" if addressed else "observed", incoming.text)
+        )
+        assert room.session_id is not None
+        self.ledger.person(room.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text)
+        if not addressed:
+            return
+        if room.budget is None:
+            room.budget = Budget(recipe.limits.max_tokens, recipe.limits.max_cost_usd)
+        toolbox = None
+        if self.sandboxes is not None and any(a.tools for a in recipe.agents):
+            toolbox = SandboxToolbox(self.sandboxes, room.key, recipe.sandbox)
+        conductor = Conductor(recipe, self.models, room.budget, toolbox)
+        listener = ChatListener(self, room)
+        room.running = asyncio.create_task(conductor.respond(room.transcript, listener))
+        try:
+            await room.running
+        except asyncio.CancelledError:
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():
+                raise
+            await listener.cut("stopped by /stop")
+        finally:
+            room.running = None
+
+    async def _stop(self, room: RoomState) -> None:
+        if room.running is not None and not room.running.done():
+            room.running.cancel()
+            await self.notice(room, "stopped.")
+        else:
+            await self.notice(room, "nothing is running.")
+
+    # -- output ----------------------------------------------------------------------------
+
+    async def notice(self, room: RoomState, text: str, reply_to: str | None = None) -> None:
+        delivery = self.deliveries.get(room.platform)
+        if delivery is None:
+            log.info("[%s] %s", room.key, text)
+            return
+        await delivery.send(
+            room.room_id, Outgoing(room.platform_room, text, None, reply_to, notice=True)
+        )
+
+    def record_out(self, room: RoomState, agent: str, text: str) -> None:
+        with self.store.session.begin() as db:
+            db.add(
+                Message(
+                    room_id=room.room_id,
+                    session_id=room.session_id,
+                    direction="out",
+                    sender=agent,
+                    text=text,
+                    state="sent",
+                )
+            )
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def _command(self, room: RoomState, command: Command, incoming: Incoming) -> None:
+        say = lambda text: self.notice(room, text, reply_to=incoming.event_id)  # noqa: E731
+        name, args = command.name, command.args
+        try:
+            if name == "help":
+                await say(help_text(await self.is_admin(incoming)))
+            elif name == "recipe list":
+                lines = [
+                    f"{s.ref} — {s.recipe.title} [{', '.join(a.name for a in s.recipe.agents)}]"
+                    for s in self.library.heads()
+                ]
+                await say("\n".join(lines))
+            elif name == "recipe show":
+                saved = self.library.get(args[0]) if args else self._load(room)
+                agents = "\n".join(f"  {a.name}: {a.model}" for a in saved.recipe.agents)
+                await say(
+                    f"{saved.ref} — {saved.recipe.title}\n{saved.recipe.description}\n"
+                    f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}"
+                )
+            elif name == "recipe use":
+                saved = self.library.get(args[0])
+                attach(self.store, room.room_id, saved.id)
+                if room.session_id:
+                    self.ledger.close(room.session_id, "recipe changed")
+                    end_session(self.store, room.session_id)
+                self._new_session(room, saved)
+                names = ", ".join(a.name for a in saved.recipe.agents)
+                await say(f"this room now runs {saved.ref} ({saved.recipe.title}): {names}")
+            elif name == "recipe fork":
+                saved = self.library.fork(args[0], args[1])
+                attach(self.store, room.room_id, saved.id)
+                self._new_session(room, saved)
+                await say(
+                    f"forked {args[0]} as {saved.ref}; this room now runs the fork. "
+                    "Edit it with /recipe set PATH VALUE"
+                )
+            elif name == "recipe set":
+                current = self._load(room)
+                path, _, value = command.raw_args.partition(" ")
+                saved = self.library.set(current.id, path, value.strip())
+                attach(self.store, room.room_id, saved.id)
+                self._new_session(room, saved)
+                changes = "\n".join(f"  {c.render()}" for c in diff(current.recipe, saved.recipe))
+                await say(f"{saved.ref}:\n{changes}")
+            elif name == "recipe diff":
+                a, b = self.library.get(args[0]), self.library.get(args[1])
+                changes = diff(a.recipe, b.recipe)
+                await say("\n".join(c.render() for c in changes) or "no differences")
+            elif name == "recipe history":
+                ref = args[0] if args else self._load(room).recipe.name
+                chain = self.library.lineage(ref)
+                await say(
+                    "\n".join(
+                        f"{'  ' * i}← {s.ref if isinstance(s, Saved) else s}"
+                        for i, s in enumerate(chain)
+                    )
+                )
+            elif name == "recipe export":
+                saved = self.library.get(args[0]) if args else self._load(room)
+                await say(f"{short_ref(saved.recipe)}.yaml:\n{to_yaml(saved.recipe)}")
+            elif name == "run":
+                run = Incoming(
+                    incoming.platform,
+                    incoming.room,
+                    incoming.sender,
+                    incoming.sender_name,
+                    command.raw_args,
+                    incoming.event_id,
+                )
+                await self._converse(room, run, force=True)
+            elif name == "budget":
+                budget = room.budget
+                if budget is None:
+                    await say("nothing spent in this session yet.")
+                else:
+                    rows = "\n".join(
+                        f"  {agent}: {tokens} tokens, ${cost:.4f}"
+                        for agent, (tokens, cost) in budget.by_agent.items()
+                    )
+                    await say(
+                        f"this session: {budget.tokens}/{budget.max_tokens} tokens, "
+                        f"${budget.cost_usd:.4f}/${budget.max_cost_usd:.2f}\n{rows}"
+                    )
+            elif name == "receipts":
+                self._load(room)
+                assert room.session_id is not None
+                report = self.ledger.verify_session(room.session_id)
+                status = "chain verified" if report.ok else "; ".join(report.problems[:5])
+                await say(
+                    f"session {room.session_id}: {report.checked} signed events, {status}."
+                    f" Gateway key {self.ledger.keys.npub}"
+                )
+            elif name == "sandbox reset":
+                if self.sandboxes is None:
+                    await say("no sandbox engine is configured on this gateway.")
+                else:
+                    await self.sandboxes.reset(room.key)
+                    await say("sandbox reset: a fresh container and an empty workspace.")
+        except RecipeError as exc:
+            await say(str(exc))
+
+
+class ChatListener(Listener):
+    """Streams each agent's turn into the room and signs it."""
+
+    def __init__(self, gateway: Gateway, room: RoomState) -> None:
+        self.gateway = gateway
+        self.room = room
+        self.stream: Stream | None = None
+        adapter = gateway.adapters.get(room.platform)
+        self.interval = max(1.0, adapter.edit_interval_s if adapter else 1.0)
+
+    async def turn_started(self, agent: Agent) -> None:
+        delivery = self.gateway.deliveries.get(self.room.platform)
+        if delivery is None:
+            self.stream = None
+            return
+        self.stream = Stream(
+            delivery, self.room.room_id, self.room.platform_room, agent.name, self.interval
+        )
+        await self.stream.open()
+
+    async def turn_text(self, agent: Agent, text: str) -> None:
+        if self.stream is not None:
+            await self.stream.update(text)
+
+    async def turn_finished(self, agent: Agent, turn: Turn) -> None:
+        text = turn.text if turn.finish != "error" else f"(could not answer: {turn.notes[-1]})"
+        if turn.finish == "pass":
+            text = "(passes)"
+        if self.stream is not None:
+            await self.stream.finish(text)
+            self.stream = None
+        self.gateway.counters["turns"] += 1
+        if turn.finish != "error":
+            self.gateway.record_out(self.room, agent.name, turn.text)
+            assert self.room.session_id is not None
+            self.gateway.ledger.turn(
+                self.room.session_id,
+                agent=turn.agent,
+                model=turn.model,
+                text=turn.text,
+                tokens_in=turn.tokens_in,
+                tokens_out=turn.tokens_out,
+                cost_usd=turn.cost_usd,
+                finish=turn.finish,
+            )
+
+    async def tool_result(self, agent: Agent, outcome: ToolOutcome) -> None:
+        assert self.room.session_id is not None
+        self.gateway.ledger.tool(
+            self.room.session_id,
+            agent=agent.name,
+            tool=outcome.call.name,
+            command=outcome.command,
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            wall_ms=outcome.wall_ms,
+            killed=outcome.killed,
+        )
+
+    async def note(self, text: str) -> None:
+        if not text.startswith("stopped: reached max_turns"):
+            await self.gateway.notice(self.room, f"({text})")
+
+    async def cut(self, reason: str) -> None:
+        if self.stream is not None:
+            await self.stream.cut(reason)
+            self.stream = None

@@ -1,0 +1,342 @@
+"""The gateway and its Matrix adapter against a real Synapse on loopback.
+
+People are real Matrix clients (matrix-nio) with their own accounts; the bot is the gateway,
+in this process or as a `potluck serve` process that the restart test kills with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import nio
+import pytest
+
+from gateway.config import load_config
+from gateway.library import Library
+from gateway.receipts.keys import KeyPair, write_key_file
+from gateway.serve import build
+from gateway.store.db import Store
+from runtime.recipes import validate_data
+
+from .conftest import Synapse
+
+SCRIPTED_DUO = {
+    "potluck": 1,
+    "name": "duo",
+    "title": "Duo",
+    "agents": [
+        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
+        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
+    ],
+    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
+    "trigger": "every_message",
+}
+SLOW = {
+    **SCRIPTED_DUO,
+    "name": "slow",
+    "title": "Slow",
+    "agents": [{"name": "slowpoke", "model": "scripted/slow", "persona": "You ramble."}],
+}
+
+
+class Person:
+    """A human's Matrix client that records everything it sees."""
+
+    def __init__(self, synapse: Synapse, user_id: str) -> None:
+        self.user_id = user_id
+        self.client = nio.AsyncClient(synapse.url, user_id)
+        self.events: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def login(self) -> Person:
+        response = await self.client.login("pw")
+        assert isinstance(response, nio.LoginResponse), response
+        first = await self.client.sync(timeout=0)
+        self._task = asyncio.create_task(self._loop(first.next_batch))
+        return self
+
+    async def _loop(self, since: str) -> None:
+        while True:
+            response = await self.client.sync(timeout=1000, since=since)
+            if isinstance(response, nio.SyncResponse):
+                for room_id, info in response.rooms.join.items():
+                    for event in info.timeline.events:
+                        self.events.append({"room": room_id, **event.source})
+                since = response.next_batch
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.client.close()
+
+    async def say(self, room: str, text: str) -> str:
+        response = await self.client.room_send(
+            room, "m.room.message", {"msgtype": "m.text", "body": text}
+        )
+        assert isinstance(response, nio.RoomSendResponse), response
+        return response.event_id
+
+    def from_bot(self, room: str, bot: str) -> list[dict[str, Any]]:
+        """The bot's messages in order, each with its final (most recently edited) body."""
+        latest: dict[str, str] = {}
+        order: list[str] = []
+        kinds: dict[str, str] = {}
+        for event in self.events:
+            if event["room"] != room or event.get("sender") != bot:
+                continue
+            if event.get("type") != "m.room.message":
+                continue
+            content = event.get("content", {})
+            relation = content.get("m.relates_to", {}) or {}
+            if relation.get("rel_type") == "m.replace":
+                latest[relation["event_id"]] = content["m.new_content"]["body"]
+            else:
+                order.append(event["event_id"])
+                latest.setdefault(event["event_id"], content.get("body", ""))
+                kinds[event["event_id"]] = content.get("msgtype", "")
+        return [{"id": i, "body": latest[i], "msgtype": kinds[i]} for i in order]
+
+    def memberships(self, room: str, user: str) -> list[str]:
+        return [
+            e["content"].get("membership")
+            for e in self.events
+            if e["room"] == room and e.get("type") == "m.room.member" and e.get("state_key") == user
+        ]
+
+
+async def until(check: Callable[[], Any], timeout: float = 30.0, what: Any = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+def make_home(tmp: Path, synapse: Synapse, bot: str, allowed: list[str]) -> dict[str, str]:
+    home = tmp / f"home-{uuid.uuid4().hex[:6]}"
+    home.mkdir()
+    write_key_file(home / "gateway.key", KeyPair.generate())
+    env = {
+        **os.environ,
+        "POTLUCK_HOME": str(home),
+        "POTLUCK_DATABASE_URL": f"sqlite:///{home / 'potluck.db'}",
+        "POTLUCK_MATRIX_HOMESERVER": synapse.url,
+        "POTLUCK_MATRIX_USER_ID": bot,
+        "POTLUCK_MATRIX_PASSWORD": "pw",
+        "POTLUCK_ALLOWED_USERS": ",".join(allowed),
+    }
+    store = Store(env["POTLUCK_DATABASE_URL"])
+    library = Library(store)
+    library.sync_bundled()
+    library.save(validate_data(SCRIPTED_DUO))
+    library.save(validate_data(SLOW))
+    store.close()
+    return env
+
+
+@pytest.fixture
+async def people(synapse: Synapse) -> AsyncIterator[tuple[Person, Person, str]]:
+    tag = uuid.uuid4().hex[:6]
+    alice = await Person(synapse, synapse.register(f"alice{tag}")).login()
+    bob = await Person(synapse, synapse.register(f"bob{tag}")).login()
+    bot = synapse.register(f"potluck{tag}")
+    yield alice, bob, bot
+    await alice.close()
+    await bob.close()
+
+
+async def room_with(alice: Person, bob: Person, bot: str, encrypted: bool = False) -> str:
+    initial = (
+        [
+            {
+                "type": "m.room.encryption",
+                "state_key": "",
+                "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+            }
+        ]
+        if encrypted
+        else []
+    )
+    created = await alice.client.room_create(
+        name="kitchen", invite=[bob.user_id, bot], initial_state=initial
+    )
+    assert isinstance(created, nio.RoomCreateResponse), created
+    await bob.client.join(created.room_id)
+    return created.room_id
+
+
+async def test_invited_bot_runs_a_recipe_and_refuses_non_admins(
+    synapse: Synapse, people: tuple[Person, Person, str], tmp_path: Path
+) -> None:
+    alice, bob, bot = people
+    env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}", f"matrix:{bob.user_id}"])
+    config = load_config(env=env)
+    room = await room_with(alice, bob, bot)
+    gateway = await build(config)
+    try:
+        await until(lambda: "join" in alice.memberships(room, bot), what="the bot to join")
+        await alice.say(room, "/recipe use duo")
+        await until(
+            lambda: any("now runs duo@" in m["body"] for m in alice.from_bot(room, bot)),
+            what=lambda: f"the recipe to attach: {alice.from_bot(room, bot)}",
+        )
+        await alice.say(room, "hello agents")
+        answers = await until(
+            lambda: (
+                [
+                    m
+                    for m in alice.from_bot(room, bot)
+                    if m["msgtype"] == "m.text"
+                    and m["body"].startswith(("first:", "second:"))
+                    and "echo" in m["body"]
+                ][:2]
+                if len([m for m in alice.from_bot(room, bot) if "echo" in m["body"]]) >= 2
+                else None
+            ),
+            what="two agent turns",
+        )
+        assert answers[0]["body"].startswith("first: echo:")
+        assert answers[1]["body"].startswith("second: echo:")
+        assert "hello agents" in answers[0]["body"]
+        # bob is allowed to talk but is no room admin (power level 0)
+        await bob.say(room, "/recipe set agents.first.temperature 0.1")
+        await until(
+            lambda: any("only room admins" in m["body"] for m in alice.from_bot(room, bot)),
+            what="the refusal",
+        )
+        await bob.say(room, "/recipe frobnicate")
+        await until(
+            lambda: any(
+                "'frobnicate' is not a recipe command" in m["body"]
+                for m in alice.from_bot(room, bot)
+            ),
+            what="usage help",
+        )
+        # the admin may edit; receipts verify
+        await alice.say(room, "/recipe set agents.first.temperature 0.1")
+        await until(
+            lambda: any(
+                "~ agents[first].temperature" in m["body"]
+                or ("temperature" in m["body"] and "duo@" in m["body"])
+                for m in alice.from_bot(room, bot)
+            ),
+            what="the edit",
+        )
+        await alice.say(room, "/receipts")
+        await until(
+            lambda: any("chain verified" in m["body"] for m in alice.from_bot(room, bot)),
+            what="receipts",
+        )
+    finally:
+        await gateway.close()
+        gateway.store.close()
+
+
+async def test_an_encrypted_room_is_refused_in_the_open(
+    synapse: Synapse, people: tuple[Person, Person, str], tmp_path: Path
+) -> None:
+    alice, bob, bot = people
+    env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
+    room = await room_with(alice, bob, bot, encrypted=True)
+    gateway = await build(load_config(env=env))
+    try:
+        await until(lambda: "leave" in alice.memberships(room, bot), what="the bot to leave")
+        assert any("end-to-end encrypted" in m["body"] for m in alice.from_bot(room, bot))
+    finally:
+        await gateway.close()
+        gateway.store.close()
+
+
+async def test_invites_from_strangers_are_declined(
+    synapse: Synapse, people: tuple[Person, Person, str], tmp_path: Path
+) -> None:
+    alice, bob, bot = people
+    env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
+    created = await bob.client.room_create(name="bob's", invite=[bot])
+    gateway = await build(load_config(env=env))
+    try:
+        await until(lambda: "leave" in bob.memberships(created.room_id, bot), what="decline")
+        assert "join" not in bob.memberships(created.room_id, bot)
+    finally:
+        await gateway.close()
+        gateway.store.close()
+
+
+def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def test_kill_9_mid_turn_loses_nothing_and_answers_nothing_twice(
+    synapse: Synapse, people: tuple[Person, Person, str], tmp_path: Path
+) -> None:
+    alice, bob, bot = people
+    env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
+    room = await room_with(alice, bob, bot)
+    log = tmp_path / "serve.log"
+    process = serve(env, log)
+    try:
+        await until(lambda: "join" in alice.memberships(room, bot), 60, "the bot to join")
+        await alice.say(room, "/recipe use slow")
+        await until(
+            lambda: any("now runs slow@" in m["body"] for m in alice.from_bot(room, bot)),
+            what="attach",
+        )
+        await alice.say(room, "tell me a long story")
+        await until(
+            lambda: any("tick3" in m["body"] for m in alice.from_bot(room, bot)),
+            what="the turn to stream",
+        )
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        # while the gateway is down, alice says something it must not miss
+        await alice.say(room, "are you still there?")
+        process = serve(env, log)
+        await until(
+            lambda: any("cut off" in m["body"] for m in alice.from_bot(room, bot)),
+            60,
+            "the cut-off marking",
+        )
+        turns = await until(
+            lambda: (
+                [
+                    m
+                    for m in alice.from_bot(room, bot)
+                    if m["body"].startswith("slowpoke:")
+                    and m["body"].rstrip().endswith("tick199")
+                    and "cut off" not in m["body"]
+                ]
+                or None
+            ),
+            90,
+            lambda: (
+                "the missed message's answer: "
+                + str([m["body"][:60] + "…" + m["body"][-30:] for m in alice.from_bot(room, bot)])
+            ),
+        )
+        await asyncio.sleep(2)
+        finished = [m for m in alice.from_bot(room, bot) if m["body"].startswith("slowpoke:")]
+        # exactly two turns: the one cut off, and the answer to the message sent meanwhile
+        assert len(finished) == 2, [m["body"][:80] for m in finished]
+        assert len(turns) == 1
+        assert "[cut off" in finished[0]["body"]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
