@@ -12,6 +12,7 @@ from .config import Config
 from .library import Library
 from .receipts.keys import read_key_file
 from .receipts.ledger import Ledger
+from .scheduler import start_scheduler
 from .service import Gateway
 from .store.db import Store
 
@@ -73,6 +74,7 @@ async def build(config: Config) -> Gateway:
 
 async def serve(config: Config) -> None:
     gateway = await build(config)
+    scheduler = start_scheduler(gateway)
     if not gateway.adapters:
         log.warning("no platform is configured: add [matrix] to %s", config.config_file)
     stop = asyncio.Event()
@@ -82,6 +84,7 @@ async def serve(config: Config) -> None:
     log.info("potluck is serving; SIGTERM or Ctrl-C stops it")
     await stop.wait()
     log.info("stopping")
+    scheduler.shutdown(wait=False)
     await gateway.close()
     if gateway.sandboxes is not None:
         await gateway.sandboxes.close(stop=False)

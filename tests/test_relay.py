@@ -88,3 +88,26 @@ async def test_nip42_auth_when_the_relay_requires_it(world, relay_factory):
     async with RelayClient(relay.url) as client:
         outcome = await client.publish(event)
     assert not outcome.accepted
+
+
+async def test_the_gateways_scheduler_publishes_on_its_own(world, relay_factory):
+    from types import SimpleNamespace
+
+    from gateway.scheduler import start_scheduler
+
+    store, ledger, _session, _solo = world
+    relay = relay_factory()
+    relay.start()
+    ledger_pub, sid = published_room(world, relay.url)
+    ledger_pub.person(sid, "matrix:@alice:hs", "published by the scheduler")
+    gateway = SimpleNamespace(store=store, ledger=ledger, sandboxes=None)
+    scheduler = start_scheduler(gateway, publish_every_s=1)
+    try:
+        for _ in range(100):
+            if publication_counts(store) == {"ok": 2}:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        scheduler.shutdown(wait=False)
+    assert publication_counts(store) == {"ok": 2}
+    assert len(await stored_on(relay.url, ledger.keys.pubkey)) == 2

@@ -1,0 +1,41 @@
+"""The gateway's own recurring jobs, on APScheduler: relay publishing and sandbox reaping.
+
+Each job is short and idempotent, so a run missed while the gateway was down is simply
+coalesced into the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .receipts.publisher import publish_pending
+
+log = logging.getLogger("potluck.scheduler")
+
+
+def start_scheduler(gateway: Any, publish_every_s: int = 30, reap_every_s: int = 60) -> Any:
+    scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+
+    async def publish() -> None:
+        result = await publish_pending(gateway.store, gateway.ledger.keys)
+        if result.accepted or result.errors:
+            log.info(
+                "relays: %d accepted, %d rejected, %d errors (kept for retry)",
+                result.accepted,
+                result.rejected,
+                len(result.errors),
+            )
+
+    async def reap() -> None:
+        if gateway.sandboxes is not None:
+            reaped = await gateway.sandboxes.reap_idle()
+            if reaped:
+                log.info("reaped %d idle sandboxes (workspaces kept)", len(reaped))
+
+    scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
+    scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
+    scheduler.start()
+    return scheduler
