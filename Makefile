@@ -4,7 +4,7 @@
 run:
 	@deploy/setup.sh run
 	@.venv/bin/potluck init
-	@.venv/bin/potluck recipe list
+	@.venv/bin/potluck chat $(RECIPE)
 
 test:
 	@deploy/setup.sh test

@@ -754,3 +754,21 @@ def serve_command(context: Context, verbose: bool) -> None:
     if not context.config.key_file.exists():
         _fail("no gateway key yet: run `potluck init` first")
     asyncio.run(serve(context.config))
+
+
+@cli.command("chat")
+@click.argument("recipe", required=False)
+@pass_context
+def chat_command(context: Context, recipe: str | None) -> None:
+    """A local room in this terminal: talk to RECIPE's agents (default: the configured one)."""
+    import asyncio
+    import logging
+
+    from .serve import chat
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("LiteLLM", "httpx", "docker", "urllib3", "nio"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not context.config.key_file.exists():
+        _fail("no gateway key yet: run `potluck init` first")
+    asyncio.run(chat(context.config, recipe))

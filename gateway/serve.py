@@ -6,8 +6,10 @@ import asyncio
 import logging
 import signal
 
+from adapters.base import Incoming
 from runtime.models.client import Models
 
+from .commands import Command
 from .config import Config
 from .library import Library
 from .receipts.keys import read_key_file
@@ -85,6 +87,38 @@ async def serve(config: Config) -> None:
     await stop.wait()
     log.info("stopping")
     scheduler.shutdown(wait=False)
+    await gateway.close()
+    if gateway.sandboxes is not None:
+        await gateway.sandboxes.close(stop=False)
+    gateway.store.close()
+
+
+async def chat(config: Config, recipe: str | None) -> None:
+    """A local room in the terminal: the gateway with the terminal as its only platform."""
+    from adapters.terminal import TerminalAdapter
+
+    config.platforms = {}  # this room only, even where [matrix] is configured
+    gateway = await build(config)
+    terminal = TerminalAdapter()
+    await gateway.add_adapter(terminal)
+    room = gateway._room("terminal", terminal.room)
+    if recipe:
+        await gateway._command(
+            room,
+            Command("recipe use", (recipe,), recipe),
+            Incoming("terminal", terminal.room, terminal.user, terminal.user, "", "start"),
+        )
+    saved = gateway._load(room)
+    names = ", ".join(a.name for a in saved.recipe.agents)
+    print(f"Potluck local room · {saved.ref} · {saved.recipe.title} ({names})")
+    if any(m.startswith("local/") for a in saved.recipe.agents for m in [a.model, *a.fallbacks]):
+        from runtime.models.local import MODELS
+
+        print("note: " + MODELS["smollm2-135m"].note)
+    print("Type to talk; /help for commands, /recipe use NAME to switch, Ctrl-D to leave.")
+    await terminal.closed.wait()
+    while room.running is not None or not room.queue.empty():
+        await asyncio.sleep(0.1)  # let the last answer finish
     await gateway.close()
     if gateway.sandboxes is not None:
         await gateway.sandboxes.close(stop=False)

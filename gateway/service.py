@@ -509,7 +509,7 @@ class ChatListener(Listener):
         self.room = room
         self.stream: Stream | None = None
         adapter = gateway.adapters.get(room.platform)
-        self.interval = max(1.0, adapter.edit_interval_s if adapter else 1.0)
+        self.interval = adapter.edit_interval_s if adapter else 1.0
 
     async def turn_started(self, agent: Agent) -> None:
         delivery = self.gateway.deliveries.get(self.room.platform)

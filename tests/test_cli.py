@@ -186,3 +186,31 @@ def test_run_with_an_unknown_recipe_says_so(home: Path) -> None:
     done = potluck(home, "run", "no-such-recipe", "hi", ok=False)
     assert done.returncode != 0 and "no-such-recipe" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_chat_is_a_local_room_driven_by_the_gateway(home: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "pair.yaml"
+    recipe.write_text(
+        "potluck: 1\nname: pair\ntitle: Pair\ntrigger: every_message\n"
+        "agents:\n"
+        "  - {name: left, model: scripted/echo, persona: You echo.}\n"
+        "  - {name: right, model: scripted/echo, persona: You echo too.}\n"
+        "protocol: {kind: round_robin, max_rounds: 1, max_turns: 2}\n"
+    )
+    potluck(home, "recipe", "import", str(recipe))
+    env = {**os.environ, "POTLUCK_HOME": str(home)}
+    env.pop("POTLUCK_DATABASE_URL", None)
+    done = subprocess.run(
+        [*POTLUCK, "chat", "pair"],
+        input="good morning\n/recipe frob\n/receipts\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "Potluck local room · pair@" in out
+    assert "left: echo: " in out and "right: echo: " in out and "good morning" in out
+    assert "'frob' is not a recipe command" in out
+    assert "chain verified" in out

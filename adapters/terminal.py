@@ -1,0 +1,99 @@
+"""The terminal as a room: the same gateway, commands and receipts as any chat, on stdin and
+stdout. Every line a person types is addressed to the agents (it is a private room)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import itertools
+import sys
+import uuid
+from typing import TextIO
+
+from .base import Incoming, OnCursor, OnIncoming, Outgoing
+
+COLOURS = itertools.cycle(
+    ["\033[38;5;99m", "\033[38;5;178m", "\033[38;5;35m", "\033[38;5;203m", "\033[38;5;39m"]
+)
+RESET, DIM = "\033[0m", "\033[2m"
+
+
+class TerminalAdapter:
+    name = "terminal"
+    edit_interval_s = 0.05
+    max_chars = 100_000
+
+    def __init__(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.room = "local"
+        self.user = getpass.getuser()
+        self.closed = asyncio.Event()
+        self._shown: dict[str, str] = {}
+        self._colours: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._colour = stdout.isatty()
+
+    def _paint(self, agent: str) -> str:
+        if not self._colour:
+            return f"{agent}: "
+        if agent not in self._colours:
+            self._colours[agent] = next(COLOURS)
+        return f"{self._colours[agent]}{agent}{RESET}: "
+
+    async def connect(self) -> None: ...
+
+    async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
+        self._task = asyncio.create_task(self._read(on_incoming))
+
+    async def _read(self, on_incoming: OnIncoming) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, self.stdin.readline)
+            if not line or line.strip() in ("/quit", "/exit"):
+                break
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            await on_incoming(
+                Incoming(
+                    "terminal",
+                    self.room,
+                    self.user,
+                    self.user,
+                    text,
+                    uuid.uuid4().hex,
+                    mentions_bot=True,
+                )
+            )
+        self.closed.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _write(self, text: str) -> None:
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    async def send(self, message: Outgoing) -> str:
+        message_id = uuid.uuid4().hex
+        if message.agent:
+            text = "" if message.text == "…" else message.text
+            self._write(f"\n{self._paint(message.agent)}{text}")
+            self._shown[message_id] = text
+        else:
+            dim, reset = (DIM, RESET) if self._colour else ("", "")
+            self._write(f"\n{dim}{message.text}{reset}\n")
+        return message_id
+
+    async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
+        shown = self._shown.get(message_id, "")
+        if message.text.startswith(shown):
+            self._write(message.text[len(shown) :])
+        else:  # rewritten (a retry, a cut-off note): show the whole text again
+            self._write(f"\n{self._paint(message.agent or '')}{message.text}")
+        self._shown[message_id] = message.text
+
+    async def is_admin(self, room: str, user: str) -> bool:
+        return True  # the person at the keyboard owns this gateway
