@@ -517,16 +517,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
                 click.secho(f"  note: {note}", fg="yellow")
             click.echo()
             if turn.text or turn.finish != "error":
-                ledger.turn(
-                    session_id,
-                    agent=turn.agent,
-                    model=turn.model,
-                    text=turn.text,
-                    tokens_in=turn.tokens_in,
-                    tokens_out=turn.tokens_out,
-                    cost_usd=turn.cost_usd,
-                    finish=turn.finish,
-                )
+                ledger.record_turn(session_id, turn)
 
         async def note(self, text: str) -> None:
             click.secho(text, fg="yellow")
@@ -535,16 +526,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
             click.secho(f"\n  $ {outcome.command}", fg="cyan")
             for line in outcome.text.splitlines()[:12]:
                 click.secho(f"    {line}", dim=True)
-            ledger.tool(
-                session_id,
-                agent=agent.name,
-                tool=outcome.call.name,
-                command=outcome.command,
-                exit_code=outcome.exit_code,
-                output=outcome.output,
-                wall_ms=outcome.wall_ms,
-                killed=outcome.killed,
-            )
+            ledger.record_tool(session_id, agent.name, outcome)
 
     sandboxes = None
     if any(agent.tools for agent in recipe.agents):

@@ -536,29 +536,11 @@ class ChatListener(Listener):
         if turn.finish != "error":
             self.gateway.record_out(self.room, agent.name, turn.text)
             assert self.room.session_id is not None
-            self.gateway.ledger.turn(
-                self.room.session_id,
-                agent=turn.agent,
-                model=turn.model,
-                text=turn.text,
-                tokens_in=turn.tokens_in,
-                tokens_out=turn.tokens_out,
-                cost_usd=turn.cost_usd,
-                finish=turn.finish,
-            )
+            self.gateway.ledger.record_turn(self.room.session_id, turn)
 
     async def tool_result(self, agent: Agent, outcome: ToolOutcome) -> None:
         assert self.room.session_id is not None
-        self.gateway.ledger.tool(
-            self.room.session_id,
-            agent=agent.name,
-            tool=outcome.call.name,
-            command=outcome.command,
-            exit_code=outcome.exit_code,
-            output=outcome.output,
-            wall_ms=outcome.wall_ms,
-            killed=outcome.killed,
-        )
+        self.gateway.ledger.record_tool(self.room.session_id, agent.name, outcome)
 
     async def note(self, text: str) -> None:
         if not text.startswith("stopped: reached max_turns"):

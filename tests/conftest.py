@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_up(
+    process: subprocess.Popen[bytes],
+    probe: Callable[[], object],
+    log: Path,
+    what: str,
+    timeout: float = 60.0,
+) -> None:
+    """Until `probe` stops raising OSError; a server that exits first shows its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            probe()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
 
 
 def _pg_bin() -> Path | None:
@@ -203,17 +223,12 @@ class NostrRelay:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    log_tail = (self.workdir / "relay.log").read_text()[-2000:]
-                    raise RuntimeError(log_tail) from None
-                time.sleep(0.1)
-        raise RuntimeError("relay did not start within 30 s")
+        wait_until_up(
+            self.process,
+            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close(),
+            self.workdir / "relay.log",
+            "the relay",
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -324,17 +339,12 @@ class Synapse:
         )
         import urllib.request
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1)
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    tail = (self.workdir / "synapse.out").read_text()[-3000:]
-                    raise RuntimeError(tail) from None
-                time.sleep(0.2)
-        raise RuntimeError("Synapse did not start within 60 s")
+        wait_until_up(
+            self.process,
+            lambda: urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1),
+            self.workdir / "synapse.out",
+            "Synapse",
+        )
 
     def register(self, user: str, password: str = "pw", admin: bool = False) -> str:
         subprocess.run(

@@ -7,6 +7,7 @@ in this process or as a `potluck serve` process that the restart test kills with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -156,6 +157,17 @@ async def people(synapse: Synapse) -> AsyncIterator[tuple[Person, Person, str]]:
     await bob.close()
 
 
+@contextlib.asynccontextmanager
+async def running(env: dict[str, str]) -> AsyncIterator[Any]:
+    """The gateway in this process, closed however the test ends."""
+    gateway = await build(load_config(env=env))
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+        gateway.store.close()
+
+
 async def room_with(alice: Person, bob: Person, bot: str, encrypted: bool = False) -> str:
     initial = (
         [
@@ -249,13 +261,9 @@ async def test_an_encrypted_room_is_refused_in_the_open(
     alice, bob, bot = people
     env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
     room = await room_with(alice, bob, bot, encrypted=True)
-    gateway = await build(load_config(env=env))
-    try:
+    async with running(env):
         await until(lambda: "leave" in alice.memberships(room, bot), what="the bot to leave")
         assert any("end-to-end encrypted" in m["body"] for m in alice.from_bot(room, bot))
-    finally:
-        await gateway.close()
-        gateway.store.close()
 
 
 async def test_invites_from_strangers_are_declined(
@@ -264,13 +272,9 @@ async def test_invites_from_strangers_are_declined(
     alice, bob, bot = people
     env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
     created = await bob.client.room_create(name="bob's", invite=[bot])
-    gateway = await build(load_config(env=env))
-    try:
+    async with running(env):
         await until(lambda: "leave" in bob.memberships(created.room_id, bot), what="decline")
         assert "join" not in bob.memberships(created.room_id, bot)
-    finally:
-        await gateway.close()
-        gateway.store.close()
 
 
 def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

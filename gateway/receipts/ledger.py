@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
@@ -227,6 +228,32 @@ class Ledger:
             "killed": killed,
         }
         return self._append(session_id, kinds.TOOL_CALL, fields, command)
+
+    def record_turn(self, session_id: str, turn: Any) -> Event:
+        """A conductor `Turn` as a receipt."""
+        return self.turn(
+            session_id,
+            agent=turn.agent,
+            model=turn.model,
+            text=turn.text,
+            tokens_in=turn.tokens_in,
+            tokens_out=turn.tokens_out,
+            cost_usd=turn.cost_usd,
+            finish=turn.finish,
+        )
+
+    def record_tool(self, session_id: str, agent: str, outcome: Any) -> Event:
+        """A tool call's `ToolOutcome` as a receipt: the command, and a digest of the output."""
+        return self.tool(
+            session_id,
+            agent=agent,
+            tool=outcome.call.name,
+            command=outcome.command,
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            wall_ms=outcome.wall_ms,
+            killed=outcome.killed,
+        )
 
     def close(self, session_id: str, reason: str = "ended") -> Event:
         tip = self._tip(session_id)
