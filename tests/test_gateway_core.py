@@ -1,0 +1,226 @@
+"""The gateway's platform-free parts: command parsing, message splitting, streaming by
+throttled edits through the outbox, rate limits, and the room rules (permissions, triggers,
+nothing twice) — driven through an in-memory platform that speaks the adapter contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.base import Incoming, Outgoing, RateLimited
+from gateway.commands import Command, CommandError, help_text, parse
+from gateway.config import load_config
+from gateway.library import Library
+from gateway.outbox import Delivery, Stream, split_paragraphs
+from gateway.receipts.keys import KeyPair
+from gateway.receipts.ledger import Ledger
+from gateway.service import Gateway
+from gateway.store.db import Store
+from gateway.store.models import Outbox
+from runtime.models.client import Models
+from runtime.recipes import validate_data
+
+
+class MemoryPlatform:
+    """Delivers instantly, records every send and edit, and can answer 429 on demand."""
+
+    name = "mem"
+    edit_interval_s = 0.2
+    max_chars = 500
+
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+        self.edits: list[tuple[str, str, float]] = []
+        self.limit_next = 0
+        self.admins: set[str] = set()
+        self.texts: dict[str, str] = {}
+
+    async def connect(self) -> None: ...
+
+    async def start(self, on_incoming, on_cursor, cursor) -> None:  # type: ignore[no-untyped-def]
+        self.on_incoming = on_incoming
+
+    async def stop(self) -> None: ...
+
+    async def send(self, message: Outgoing) -> str:
+        if self.limit_next:
+            self.limit_next -= 1
+            raise RateLimited(0.3)
+        self.sent.append(message)
+        message_id = f"m{len(self.sent)}"
+        self.texts[message_id] = message.text
+        return message_id
+
+    async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
+        if self.limit_next:
+            self.limit_next -= 1
+            raise RateLimited(0.3)
+        self.edits.append((message_id, message.text, time.monotonic()))
+        self.texts[message_id] = message.text
+
+    async def is_admin(self, room: str, user: str) -> bool:
+        return user in self.admins
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_commands_parse_with_usage_help_on_every_mistake() -> None:
+    assert parse("hello") is None
+    use = parse("/recipe use debate@abc1234")
+    assert isinstance(use, Command) and use.name == "recipe use" and use.args == ("debate@abc1234",)
+    assert parse("!potluck recipe list") == Command("recipe list", (), "")
+    assert parse("/run tell me 'a story'") == Command(
+        "run", ("tell", "me", "a story"), "tell me 'a story'"
+    )
+    assert parse("/stop@potluck_bot", bot_names=("potluck_bot",)) == Command("stop", (), "")
+    assert parse("/stop@other_bot", bot_names=("potluck_bot",)) is None
+    for text, needle in [
+        ("/recipe", "/recipe needs a subcommand"),
+        ("/recipe frob", "'frob' is not a recipe command"),
+        ("/recipe use", "usage: /recipe use NAME[@VERSION]"),
+        ("/recipe use a b", "usage: /recipe use NAME[@VERSION]"),
+        ("/frobnicate", "unknown command /frobnicate. Try /help"),
+        ('/run "unclosed', "check your quotes"),
+    ]:
+        error = parse(text)
+        assert isinstance(error, CommandError) and needle in error.message, (text, error)
+    assert "/recipe use" not in help_text(is_admin=False)
+    assert "/recipe use" in help_text(is_admin=True)
+
+
+def test_long_text_splits_between_paragraphs() -> None:
+    text = "\n\n".join(f"paragraph {n} " + "word " * 30 for n in range(10))
+    pieces = split_paragraphs(text, 400)
+    assert all(len(p) <= 400 for p in pieces)
+    assert "\n\n".join(pieces) == text
+    assert all(p.startswith("paragraph") for p in pieces)
+    giant = "x" * 1000 + " " + "y" * 50
+    assert all(len(p) <= 400 for p in split_paragraphs(giant, 400))
+    assert "".join(split_paragraphs(giant, 400)).replace(" ", "") == giant.replace(" ", "")
+
+
+# -- streaming --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'g.db'}")
+    from gateway.rooms import ensure_room
+
+    assert ensure_room(store, "mem", "room") == 1  # the outbox belongs to a room
+    return store
+
+
+async def test_a_turn_streams_by_throttled_edits_and_a_429_loses_nothing(store: Store) -> None:
+    platform = MemoryPlatform()
+    delivery = Delivery(platform, store)
+    stream = Stream(delivery, 1, "room", "critic", interval_s=0.2)
+    await stream.open()
+    text = ""
+    started = time.monotonic()
+    for n in range(60):  # 60 tokens over ~0.6 s
+        text += f"w{n} "
+        if n == 30:
+            platform.limit_next = 1  # the platform says 429 mid-stream
+        await stream.update(text)
+        await asyncio.sleep(0.01)
+    platform.limit_next = 2  # and twice more on the final edit
+    await stream.finish(text.strip())
+    elapsed = time.monotonic() - started
+    times = [t for _id, _text, t in platform.edits]
+    gaps = [b - a for a, b in zip(times, times[1:-1], strict=False)]
+    assert len(platform.edits) < 12  # throttled, not one edit per token
+    assert all(gap >= 0.15 for gap in gaps), gaps
+    assert platform.texts["m1"] == text.strip()  # the final text arrived whole
+    assert elapsed >= 0.6  # the 429s delayed it
+    with store.session() as db:
+        row = db.get(Outbox, stream.row_id)
+        assert row.state == "sent" and row.platform_message_id == "m1"
+
+
+async def test_a_turn_longer_than_a_message_continues_in_new_messages(store: Store) -> None:
+    platform = MemoryPlatform()
+    stream = Stream(Delivery(platform, store), 1, "room", "critic", interval_s=0.0)
+    await stream.open()
+    long = "\n\n".join("para " + "x" * 200 for _ in range(6))
+    await stream.finish(long)
+    bodies = [platform.texts[f"m{n}"] for n in range(1, len(platform.sent) + 1)]
+    assert len(bodies) >= 3 and all(len(b) <= 500 for b in bodies)
+    assert "\n\n".join(bodies) == long
+
+
+# -- rooms ------------------------------------------------------------------------------------
+
+ECHO = {
+    "potluck": 1,
+    "name": "echo-room",
+    "title": "Echo",
+    "agents": [{"name": "echo", "model": "scripted/echo", "persona": "You echo."}],
+    "protocol": {"max_rounds": 1, "max_turns": 1},
+    "trigger": "mention",
+}
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, store: Store):  # type: ignore[no-untyped-def]
+    config = load_config(
+        env={
+            "POTLUCK_HOME": str(tmp_path),
+            "POTLUCK_ALLOWED_USERS": "mem:alice,mem:bob",
+            "POTLUCK_ADMINS": "mem:alice",
+        }
+    )
+    library = Library(store)
+    library.sync_bundled()
+    library.save(validate_data(ECHO))
+    gw = Gateway(
+        config,
+        store,
+        library,
+        Ledger(store, KeyPair.generate()),
+        Models(),
+        default_recipe="echo-room",
+    )
+    platform = MemoryPlatform()
+    await gw.add_adapter(platform)
+    yield gw, platform
+    await gw.close()
+
+
+def said(platform: MemoryPlatform) -> list[str]:
+    return [platform.texts[f"m{n}"] for n in range(1, len(platform.sent) + 1)]
+
+
+async def settle(gw: Gateway) -> None:
+    for _ in range(200):
+        if all(r.queue.empty() and r.running is None for r in gw.rooms.values()):
+            await asyncio.sleep(0.05)
+            if all(r.queue.empty() and r.running is None for r in gw.rooms.values()):
+                return
+        await asyncio.sleep(0.02)
+
+
+def msg(sender: str, text: str, event: str, mention: bool = False) -> Incoming:
+    return Incoming("mem", "r1", sender, sender, text, event, mentions_bot=mention)
+
+
+async def test_room_rules_closed_by_default_mentions_and_nothing_twice(gateway) -> None:  # type: ignore[no-untyped-def]
+    gw, platform = gateway
+    await platform.on_incoming(msg("mallory", "@echo hi", "e0", True))  # not allowed
+    await platform.on_incoming(msg("bob", "just chatting", "e1"))  # observed, not addressed
+    await platform.on_incoming(msg("bob", "@echo what do you think?", "e2"))
+    await platform.on_incoming(msg("bob", "@echo what do you think?", "e2"))  # redelivered
+    await settle(gw)
+    answers = [t for t in said(platform) if t.startswith("echo:")]
+    assert len(answers) == 1 and "what do you think" in answers[0]
+    assert gw.counters["refused"] == 1 and gw.counters["incoming"] == 2
+    await platform.on_incoming(msg("bob", "/recipe use debate", "e3"))
+    await settle(gw)
+    assert any("only room admins" in t for t in said(platform))
+    await platform.on_incoming(msg("alice", "/recipe use debate", "e4"))
+    await settle(gw)
+    assert any("now runs debate@" in t for t in said(platform))
