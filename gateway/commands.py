@@ -115,3 +115,18 @@ def help_text(is_admin: bool) -> str:
     ]
     footer = "" if is_admin else "\n(only room admins can change the recipe or reset the sandbox)"
     return "Commands (also as !potluck …):\n" + "\n".join(lines) + footer
+
+
+def platform_commands() -> list[tuple[str, str, bool]]:
+    """Top-level commands for a platform's command menu: (name, summary, admin only)."""
+    menu: dict[str, tuple[str, bool]] = {}
+    for name, spec in SPECS.items():
+        top = name.split()[0]
+        summary = (
+            "recipes: list, show, use, fork, set, diff, history, export"
+            if top == "recipe"
+            else spec.summary
+        )
+        admin = menu[top][1] and spec.admin if top in menu else spec.admin
+        menu[top] = (summary, admin)
+    return [(name, summary, admin) for name, (summary, admin) in menu.items()]

@@ -79,6 +79,9 @@ relays = []
 # user_id = "@potluck:example.org"
 # password = "..."          (or access_token; or POTLUCK_MATRIX_PASSWORD in the environment)
 
+# [telegram]
+# token = "..."             (from @BotFather; or POTLUCK_TELEGRAM_TOKEN in the environment)
+
 [secrets]
 # openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
 """
@@ -137,6 +140,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
 
 PLATFORM_KEYS = {
     "matrix": ("homeserver", "user_id", "password", "access_token", "device_id"),
+    "telegram": ("token", "base_url", "base_file_url"),
 }
 
 

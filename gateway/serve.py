@@ -71,6 +71,16 @@ async def build(config: Config) -> Gateway:
         settings = MatrixSettings(**config.platforms["matrix"])
         await gateway.add_adapter(MatrixAdapter(settings, _may_invite(config, "matrix")))
         log.info("matrix: connected as %s", settings.user_id)
+    if "telegram" in config.platforms:
+        from adapters.telegram import TelegramAdapter, TelegramSettings
+
+        from .commands import platform_commands
+
+        telegram = TelegramAdapter(
+            TelegramSettings(**config.platforms["telegram"]), platform_commands()
+        )
+        await gateway.add_adapter(telegram)
+        log.info("telegram: connected as @%s", telegram.username)
     return gateway
 
 

@@ -404,7 +404,11 @@ class Gateway:
         name, args = command.name, command.args
         try:
             if name == "help":
-                await say(help_text(await self.is_admin(incoming)))
+                adapter = self.adapters.get(room.platform)
+                note = getattr(adapter, "help_note", "")
+                await say(
+                    help_text(await self.is_admin(incoming)) + (f"\n\n{note}" if note else "")
+                )
             elif name == "recipe list":
                 lines = [
                     f"{s.ref} — {s.recipe.title} [{', '.join(a.name for a in s.recipe.agents)}]"

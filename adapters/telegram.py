@@ -1,0 +1,186 @@
+"""Telegram, through python-telegram-bot's Bot: long polling with our own offset.
+
+The update offset is the cursor: it is reported only after an update has been handed to the
+gateway, so a restart resumes exactly there (and Telegram redelivers what was never
+confirmed, which the gateway's store turns into a no-op). Forum topics are rooms of their
+own (`chat:topic`). Group flood limits are about 20 messages a minute, so edits are slower
+here than elsewhere, and `RetryAfter` is passed on for the outbox to wait out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+from dataclasses import dataclass
+
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllGroupChats,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
+
+from .base import Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
+
+log = logging.getLogger("potluck.telegram")
+
+PRIVACY_HELP = (
+    "In groups with privacy mode on, I see commands, messages that mention me and replies "
+    "to me. To let agents follow the whole conversation, make me an admin or turn privacy "
+    "mode off with @BotFather (/setprivacy)."
+)
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: str
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    poll_timeout: int = 30
+
+
+def room_of(chat_id: int, thread_id: int | None, is_forum: bool) -> str:
+    """A forum topic is its own room; elsewhere the chat is the room."""
+    return f"{chat_id}:{thread_id}" if is_forum and thread_id else str(chat_id)
+
+
+def chat_and_thread(room: str) -> tuple[int, int | None]:
+    chat, _, thread = room.partition(":")
+    return int(chat), int(thread) if thread else None
+
+
+class TelegramAdapter:
+    name = "telegram"
+    edit_interval_s = 3.0
+    max_chars = 4096
+    help_note = PRIVACY_HELP
+
+    def __init__(self, settings: TelegramSettings, commands: list[tuple[str, str, bool]]) -> None:
+        self.settings = settings
+        self.commands = commands  # (command, description, admin only)
+        self.bot = Bot(
+            settings.token, base_url=settings.base_url, base_file_url=settings.base_file_url
+        )
+        self.username = ""
+        self.bot_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.bot.initialize()  # getMe: a wrong token fails here, clearly
+        self.username = self.bot.username or ""
+        self.bot_id = self.bot.id
+        everyone = [BotCommand(c, d) for c, d, admin in self.commands if not admin]
+        admins = [BotCommand(c, d) for c, d, _admin in self.commands]
+        await self.bot.set_my_commands(everyone, scope=BotCommandScopeAllGroupChats())
+        await self.bot.set_my_commands(admins, scope=BotCommandScopeAllChatAdministrators())
+
+    async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
+        offset = int(cursor) + 1 if cursor else None
+        self._task = asyncio.create_task(self._poll(offset, on_incoming, on_cursor))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.bot.shutdown()
+
+    async def _poll(self, offset: int | None, on_incoming: OnIncoming, on_cursor: OnCursor) -> None:
+        delay = 1.0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=self.settings.poll_timeout,
+                    allowed_updates=["message"],
+                    read_timeout=self.settings.poll_timeout + 10,
+                )
+                delay = 1.0
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+                continue
+            except (NetworkError, TimedOut) as exc:  # includes 409: another poller
+                log.warning("Telegram getUpdates failed (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                continue
+            for update in updates:
+                incoming = self._incoming(update)
+                if incoming is not None:
+                    await on_incoming(incoming)
+                offset = update.update_id + 1
+                await on_cursor(str(update.update_id))
+
+    def _incoming(self, update) -> Incoming | None:  # type: ignore[no-untyped-def]
+        message = update.message
+        if message is None or message.text is None or message.from_user is None:
+            return None
+        if message.from_user.id == self.bot_id:
+            return None
+        chat = message.chat
+        room = room_of(chat.id, message.message_thread_id, bool(getattr(chat, "is_forum", False)))
+        text = message.text
+        mentions_bot = bool(self.username) and f"@{self.username.lower()}" in text.lower()
+        replied = message.reply_to_message
+        reply_to_bot = bool(replied and replied.from_user and replied.from_user.id == self.bot_id)
+        user = message.from_user
+        return Incoming(
+            platform="telegram",
+            room=room,
+            sender=str(user.id),
+            sender_name=user.username or user.first_name or str(user.id),
+            text=text,
+            event_id=str(message.message_id),
+            mentions_bot=mentions_bot or chat.type == "private",
+            reply_to=str(replied.message_id) if replied else None,
+            reply_to_bot=reply_to_bot,
+        )
+
+    @staticmethod
+    def _html(message: Outgoing) -> str:
+        body = html.escape(message.text)
+        return f"<b>{html.escape(message.agent)}</b>: {body}" if message.agent else body
+
+    async def send(self, message: Outgoing) -> str:
+        chat, thread = chat_and_thread(message.room)
+        try:
+            sent = await self.bot.send_message(
+                chat,
+                self._html(message),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_to_message_id=int(message.reply_to) if message.reply_to else None,
+            )
+        except RetryAfter as exc:
+            raise RateLimited(_seconds(exc.retry_after)) from None
+        return str(sent.message_id)
+
+    async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
+        chat, _thread = chat_and_thread(room)
+        try:
+            await self.bot.edit_message_text(
+                self._html(message),
+                chat_id=chat,
+                message_id=int(message_id),
+                parse_mode=ParseMode.HTML,
+            )
+        except RetryAfter as exc:
+            raise RateLimited(_seconds(exc.retry_after)) from None
+        except BadRequest as exc:
+            if "message is not modified" not in str(exc).lower():
+                raise
+
+    async def is_admin(self, room: str, user: str) -> bool:
+        chat, _thread = chat_and_thread(room)
+        member = await self.bot.get_chat_member(chat, int(user))
+        return member.status in ("creator", "administrator")
+
+
+def _seconds(value: object) -> float:
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]

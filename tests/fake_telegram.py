@@ -1,0 +1,254 @@
+"""A local server speaking the Telegram Bot API's HTTP contract, for tests on loopback.
+
+It implements what Potluck uses, with Telegram's own shapes: `getMe`, long-polling
+`getUpdates` with offsets (updates below the offset are confirmed and dropped), a second
+concurrent poller gets 409, `sendMessage`, `editMessageText` (400 "message is not
+modified"), `deleteMessage`, `setMyCommands` per scope, `getChatMember`, and 429 with
+`retry_after` on demand. Tests play the people by queuing updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT = {
+    "id": 7000,
+    "is_bot": True,
+    "first_name": "Potluck",
+    "username": "potluck_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+
+
+@dataclass
+class Sent:
+    chat_id: int
+    message_id: int
+    text: str
+    thread: int | None
+    edits: list[str] = field(default_factory=list)
+
+
+class FakeTelegram:
+    def __init__(self, token: str = "123456:TEST") -> None:
+        self.token = token
+        self.updates: list[dict[str, Any]] = []
+        self.next_update = 1
+        self.next_message = 1000
+        self.sent: dict[int, Sent] = {}
+        self.commands: dict[str, list[str]] = {}
+        self.admins: set[int] = set()
+        self.rate_limit: dict[str, int] = {}  # method -> how many calls get 429
+        self.calls: list[str] = []
+        self.polling = False
+        self._arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- the people's side ------------------------------------------------------------------
+
+    def say(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        name: str = "someone",
+        reply_to: int | None = None,
+        thread: int | None = None,
+        forum: bool = False,
+    ) -> int:
+        message_id = self.next_message
+        self.next_message += 1
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "supergroup", "title": "kitchen", "is_forum": forum},
+            "from": {"id": user_id, "is_bot": False, "first_name": name, "username": name},
+            "text": text,
+        }
+        if thread:
+            message["message_thread_id"] = thread
+            message["is_topic_message"] = True
+        if reply_to is not None:
+            original = self.sent.get(reply_to)
+            message["reply_to_message"] = {
+                "message_id": reply_to,
+                "date": int(time.time()),
+                "chat": message["chat"],
+                "from": BOT if original else message["from"],
+                "text": original.text if original else "",
+            }
+        self.updates.append({"update_id": self.next_update, "message": message})
+        self.next_update += 1
+        self._arrived.set()
+        return message_id
+
+    def from_bot(self, chat_id: int) -> list[Sent]:
+        return [s for s in self.sent.values() if s.chat_id == chat_id]
+
+    # -- the Bot API ------------------------------------------------------------------------
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return await request.json()
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            text = str(value)
+            try:
+                params[key] = json.loads(text)
+            except json.JSONDecodeError:
+                params[key] = text
+        return params
+
+    @staticmethod
+    def ok(result: Any) -> web.Response:
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    def error(code: int, description: str, **parameters: Any) -> web.Response:
+        body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+        if parameters:
+            body["parameters"] = parameters
+        return web.json_response(body, status=code)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return self.error(401, "Unauthorized")
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.calls.append(method)
+        if self.rate_limit.get(method, 0) > 0:
+            self.rate_limit[method] -= 1
+            return self.error(429, "Too Many Requests: retry after 1", retry_after=1)
+        handler = getattr(self, f"api_{method}", None)
+        if handler is None:
+            return self.error(404, "Not Found: method not found")
+        return await handler(params)
+
+    async def api_getMe(self, params: dict[str, Any]) -> web.Response:
+        return self.ok(BOT)
+
+    async def api_setMyCommands(self, params: dict[str, Any]) -> web.Response:
+        scope = (params.get("scope") or {"type": "default"})["type"]
+        self.commands[scope] = [c["command"] for c in params["commands"]]
+        return self.ok(True)
+
+    async def api_getUpdates(self, params: dict[str, Any]) -> web.Response:
+        if self.polling:
+            return self.error(409, "Conflict: terminated by other getUpdates request")
+        self.polling = True
+        try:
+            offset = int(params.get("offset") or 0)
+            if offset:
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            deadline = time.monotonic() + float(params.get("timeout") or 0)
+            while not self.updates and time.monotonic() < deadline:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+            return self.ok(self.updates[: int(params.get("limit") or 100)])
+        finally:
+            self.polling = False
+
+    def _message(self, sent: Sent) -> dict[str, Any]:
+        message = {
+            "message_id": sent.message_id,
+            "date": int(time.time()),
+            "chat": {"id": sent.chat_id, "type": "supergroup"},
+            "from": BOT,
+            "text": sent.text,
+        }
+        if sent.thread:
+            message["message_thread_id"] = sent.thread
+        return message
+
+    async def api_sendMessage(self, params: dict[str, Any]) -> web.Response:
+        text = str(params["text"])
+        if not text.strip():
+            return self.error(400, "Bad Request: message text is empty")
+        if len(text) > 4096:
+            return self.error(400, "Bad Request: message is too long")
+        sent = Sent(
+            int(params["chat_id"]), self.next_message, text, params.get("message_thread_id")
+        )
+        self.next_message += 1
+        self.sent[sent.message_id] = sent
+        return self.ok(self._message(sent))
+
+    async def api_editMessageText(self, params: dict[str, Any]) -> web.Response:
+        sent = self.sent.get(int(params["message_id"]))
+        if sent is None:
+            return self.error(400, "Bad Request: message to edit not found")
+        text = str(params["text"])
+        if text == sent.text:
+            return self.error(
+                400,
+                "Bad Request: message is not modified: specified new "
+                "message content and reply markup are exactly the same",
+            )
+        if len(text) > 4096:
+            return self.error(400, "Bad Request: MESSAGE_TOO_LONG")
+        sent.edits.append(text)
+        sent.text = text
+        return self.ok(self._message(sent))
+
+    async def api_deleteMessage(self, params: dict[str, Any]) -> web.Response:
+        return self.ok(self.sent.pop(int(params["message_id"]), None) is not None)
+
+    async def api_getChatMember(self, params: dict[str, Any]) -> web.Response:
+        user = int(params["user_id"])
+        status = "administrator" if user in self.admins else "member"
+        return self.ok(
+            {
+                "status": status,
+                "user": {"id": user, "is_bot": False, "first_name": str(user)},
+                **(
+                    {
+                        "can_be_edited": False,
+                        "is_anonymous": False,
+                        "can_manage_chat": True,
+                        "can_delete_messages": True,
+                        "can_manage_video_chats": True,
+                        "can_restrict_members": True,
+                        "can_promote_members": False,
+                        "can_change_info": True,
+                        "can_invite_users": True,
+                        "can_post_stories": False,
+                        "can_edit_stories": False,
+                        "can_delete_stories": False,
+                    }
+                    if status == "administrator"
+                    else {}
+                ),
+            }
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self.handle)
+        app.router.add_get("/bot{token}/{method}", self.handle)
+        # A poller that hangs up ends its long poll, as on Telegram's side.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,176 @@
+"""The Telegram adapter, unmodified, against a local server speaking the Bot API contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_config
+from gateway.library import Library
+from gateway.receipts.keys import KeyPair, write_key_file
+from gateway.serve import build
+from gateway.store.db import Store
+from runtime.recipes import validate_data
+
+from .fake_telegram import FakeTelegram
+
+CHAT, ALICE, BOB = -100123, 11, 22
+DUO = {
+    "potluck": 1,
+    "name": "duo",
+    "title": "Duo",
+    "agents": [
+        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
+        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
+    ],
+    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
+    "trigger": "every_message",
+}
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    server = FakeTelegram()
+    await server.start()
+    server.admins.add(ALICE)
+    yield server
+    await server.stop()
+
+
+def home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
+    write_key_file(tmp / "gateway.key", KeyPair.generate())
+    env = {
+        "POTLUCK_HOME": str(tmp),
+        "POTLUCK_TELEGRAM_TOKEN": server.token,
+        "POTLUCK_TELEGRAM_BASE_URL": f"{server.url}/bot",
+        "POTLUCK_ALLOWED_ROOMS": f"telegram:{CHAT}",
+    }
+    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
+    library = Library(store)
+    library.sync_bundled()
+    library.save(validate_data(DUO))
+    store.close()
+    return env
+
+
+@contextlib.asynccontextmanager
+async def gateway(env: dict[str, str]) -> AsyncIterator[Any]:
+    gw = await build(load_config(env=env))
+    try:
+        yield gw
+    finally:
+        await gw.close()
+        gw.store.close()
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0, what: Any = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+def texts(server: FakeTelegram) -> list[str]:
+    return [s.text for s in server.from_bot(CHAT)]
+
+
+async def test_a_group_runs_a_recipe_with_streaming_and_refuses_non_admins(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    env = home(tmp_path, telegram)
+    async with gateway(env):
+        assert "recipe" in telegram.commands["all_group_chats"]
+        assert "recipe" in telegram.commands["all_chat_administrators"]
+        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
+        await until(lambda: any("now runs duo@" in t for t in texts(telegram)), what="attach")
+        telegram.rate_limit["editMessageText"] = 1  # a 429 in the middle of the stream
+        telegram.say(CHAT, BOB, "hello agents", name="bob")
+        answers = await until(
+            lambda: (
+                [
+                    t
+                    for t in texts(telegram)
+                    if t.startswith(("<b>first</b>", "first")) and "echo" in t
+                ]
+                and [t for t in texts(telegram) if "second" in t and "echo" in t]
+            ),
+            what=lambda: texts(telegram),
+        )
+        assert answers
+        streamed = [s for s in telegram.from_bot(CHAT) if s.edits]
+        assert streamed and all(s.text.endswith("hello agents") for s in streamed[:1])
+        assert "editMessageText" in telegram.calls
+        telegram.say(CHAT, BOB, "/recipe use debate", name="bob")
+        await until(lambda: any("only room admins" in t for t in texts(telegram)), what="refusal")
+        telegram.say(CHAT, BOB, "/help", name="bob")
+        await until(lambda: any("privacy mode" in t for t in texts(telegram)), what="help")
+
+
+async def test_a_restart_neither_loses_nor_repeats_a_message(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    env = home(tmp_path, telegram)
+    async with gateway(env):
+        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
+        telegram.say(CHAT, BOB, "first message", name="bob")
+        await until(
+            lambda: sum("first message" in t for t in texts(telegram)) >= 2,
+            what=lambda: texts(telegram),
+        )
+    telegram.say(CHAT, BOB, "said while the gateway was down", name="bob")
+    async with gateway(env):
+        await until(
+            lambda: sum("while the gateway was down" in t for t in texts(telegram)) >= 2,
+            what=lambda: texts(telegram),
+        )
+        await asyncio.sleep(1.0)
+    # not answered again (later echoes may quote it, so count only its own answers)
+    assert sum("first message" in t and "down" not in t for t in texts(telegram)) == 2
+    assert sum("while the gateway was down" in t for t in texts(telegram)) == 2
+
+
+async def test_forum_topics_are_rooms_and_unchanged_edits_are_tolerated(
+    telegram: FakeTelegram,
+) -> None:
+    from adapters.base import Outgoing
+    from adapters.telegram import TelegramAdapter, TelegramSettings, chat_and_thread, room_of
+
+    assert room_of(CHAT, 5, is_forum=True) == f"{CHAT}:5"
+    assert room_of(CHAT, 5, is_forum=False) == str(CHAT)
+    assert chat_and_thread(f"{CHAT}:5") == (CHAT, 5)
+    adapter = TelegramAdapter(
+        TelegramSettings(telegram.token, base_url=f"{telegram.url}/bot"), [("help", "h", False)]
+    )
+    await adapter.connect()
+    try:
+        message_id = await adapter.send(Outgoing(f"{CHAT}:5", "hi", agent="critic"))
+        assert telegram.sent[int(message_id)].thread == 5
+        same = Outgoing(f"{CHAT}:5", "hi", agent="critic")
+        await adapter.edit(f"{CHAT}:5", message_id, same)  # 400 "not modified": no error
+        telegram.rate_limit["sendMessage"] = 1
+        from adapters.base import RateLimited
+
+        with pytest.raises(RateLimited) as limited:
+            await adapter.send(Outgoing(str(CHAT), "again"))
+        assert limited.value.retry_after == 1
+        telegram.say(CHAT, BOB, "@potluck_bot are you there?", thread=5, forum=True)
+        seen: list = []
+
+        async def collect(incoming) -> None:  # type: ignore[no-untyped-def]
+            seen.append(incoming)
+
+        async def cursor(_c: str) -> None: ...
+
+        await adapter.start(collect, cursor, None)
+        await until(lambda: seen, what="the topic message")
+        assert seen[0].room == f"{CHAT}:5" and seen[0].mentions_bot
+    finally:
+        await adapter.stop()
