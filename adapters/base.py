@@ -45,6 +45,9 @@ class Outgoing:
     reply_to: str | None = None
     notice: bool = False  # gateway notices (help, errors) rather than conversation
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+    # Buttons where the platform has them: (label, the command a press sends). Platforms
+    # without buttons show the text alone, which always names the commands too.
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 class RateLimited(Exception):

@@ -20,11 +20,14 @@ from telegram import (
     BotCommand,
     BotCommandScopeAllChatAdministrators,
     BotCommandScopeAllGroupChats,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
-from .base import Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
+from .base import Attachment, Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
 
 log = logging.getLogger("potluck.telegram")
 
@@ -58,6 +61,8 @@ class TelegramAdapter:
     edit_interval_s = 3.0
     max_chars = 4096
     help_note = PRIVACY_HELP
+    supports_files = True
+    max_file_bytes = 1024 * 1024  # recipes and cards are small; refuse anything bigger
 
     def __init__(self, settings: TelegramSettings, commands: list[tuple[str, str, bool]]) -> None:
         self.settings = settings
@@ -97,7 +102,7 @@ class TelegramAdapter:
                 updates = await self.bot.get_updates(
                     offset=offset,
                     timeout=self.settings.poll_timeout,
-                    allowed_updates=["message"],
+                    allowed_updates=["message", "callback_query"],
                     read_timeout=self.settings.poll_timeout + 10,
                 )
                 delay = 1.0
@@ -110,21 +115,26 @@ class TelegramAdapter:
                 delay = min(delay * 2, 60.0)
                 continue
             for update in updates:
-                incoming = self._incoming(update)
+                incoming = await self._incoming(update)
                 if incoming is not None:
                     await on_incoming(incoming)
                 offset = update.update_id + 1
                 await on_cursor(str(update.update_id))
 
-    def _incoming(self, update) -> Incoming | None:  # type: ignore[no-untyped-def]
+    async def _incoming(self, update) -> Incoming | None:  # type: ignore[no-untyped-def]
+        if update.callback_query is not None:
+            return await self._pressed(update.callback_query)
         message = update.message
-        if message is None or message.text is None or message.from_user is None:
+        if message is None or message.from_user is None:
+            return None
+        if message.text is None and message.document is None:
             return None
         if message.from_user.id == self.bot_id:
             return None
         chat = message.chat
         room = room_of(chat.id, message.message_thread_id, bool(getattr(chat, "is_forum", False)))
-        text = message.text
+        text = message.text or message.caption or ""
+        attachments = await self._document(message.document) if message.document else ()
         mentions_bot = bool(self.username) and f"@{self.username.lower()}" in text.lower()
         replied = message.reply_to_message
         reply_to_bot = bool(replied and replied.from_user and replied.from_user.id == self.bot_id)
@@ -139,6 +149,38 @@ class TelegramAdapter:
             mentions_bot=mentions_bot or chat.type == "private",
             reply_to=str(replied.message_id) if replied else None,
             reply_to_bot=reply_to_bot,
+            attachments=attachments,
+        )
+
+    async def _document(self, document) -> tuple[Attachment, ...]:  # type: ignore[no-untyped-def]
+        if (document.file_size or 0) > self.max_file_bytes:
+            return ()
+        file = await self.bot.get_file(document.file_id)
+        data = bytes(await file.download_as_bytearray())
+        name = document.file_name or "recipe.yaml"
+        return (Attachment(name, document.mime_type or "application/octet-stream", data),)
+
+    async def _pressed(self, query) -> Incoming | None:  # type: ignore[no-untyped-def]
+        """A button press is the command it carries, said by whoever pressed it."""
+        await self.bot.answer_callback_query(query.id)
+        message = query.message
+        if message is None or not query.data:
+            return None
+        chat = message.chat
+        room = room_of(
+            chat.id,
+            getattr(message, "message_thread_id", None),
+            bool(getattr(chat, "is_forum", False)),
+        )
+        user = query.from_user
+        return Incoming(
+            "telegram",
+            room,
+            str(user.id),
+            user.username or user.first_name,
+            query.data,
+            f"cb{query.id}",
+            mentions_bot=True,
         )
 
     @staticmethod
@@ -146,16 +188,38 @@ class TelegramAdapter:
         body = html.escape(message.text)
         return f"<b>{html.escape(message.agent)}</b>: {body}" if message.agent else body
 
+    @staticmethod
+    def _buttons(message: Outgoing) -> InlineKeyboardMarkup | None:
+        usable = [(label, data) for label, data in message.choices if len(data.encode()) <= 64]
+        if not usable:
+            return None
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton(label[:60], callback_data=data)] for label, data in usable]
+        )
+
     async def send(self, message: Outgoing) -> str:
         chat, thread = chat_and_thread(message.room)
+        reply = int(message.reply_to) if message.reply_to and message.reply_to.isdigit() else None
         try:
-            sent = await self.bot.send_message(
-                chat,
-                self._html(message),
-                parse_mode=ParseMode.HTML,
-                message_thread_id=thread,
-                reply_to_message_id=int(message.reply_to) if message.reply_to else None,
-            )
+            if message.attachments:
+                file = message.attachments[0]
+                sent = await self.bot.send_document(
+                    chat,
+                    InputFile(file.data, filename=file.name),
+                    caption=self._html(message)[:1024],
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_to_message_id=reply,
+                )
+            else:
+                sent = await self.bot.send_message(
+                    chat,
+                    self._html(message),
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_to_message_id=reply,
+                    reply_markup=self._buttons(message),
+                )
         except RetryAfter as exc:
             raise RateLimited(_seconds(exc.retry_after)) from None
         return str(sent.message_id)

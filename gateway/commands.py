@@ -23,7 +23,7 @@ SPECS: dict[str, Spec] = {
     "help": Spec("/help", "the commands you may use here"),
     "recipe list": Spec("/recipe list", "bundled and local recipes"),
     "recipe show": Spec("/recipe show [NAME]", "a recipe, its version and lineage", max_args=1),
-    "recipe use": Spec("/recipe use NAME[@VERSION]", "attach a recipe to this room", True, 1, 1),
+    "recipe use": Spec("/recipe use NAME[@VERSION]", "attach a recipe to this room", True, 0, 1),
     "recipe fork": Spec(
         "/recipe fork NAME NEW-NAME", "fork a recipe and attach the fork", True, 2, 2
     ),
@@ -39,11 +39,16 @@ SPECS: dict[str, Spec] = {
     ),
     "recipe history": Spec("/recipe history [NAME]", "the lineage of a recipe", max_args=1),
     "recipe export": Spec("/recipe export [NAME]", "the recipe as a file", max_args=1),
+    "recipe import": Spec(
+        "/recipe import", "send with a recipe file (.yaml, or a character card .json/.png)", True
+    ),
     "run": Spec("/run TEXT", "start the agents on TEXT", min_args=1, max_args=None),
     "stop": Spec("/stop", "stop the agents now"),
     "budget": Spec("/budget", "what this session has spent, by agent"),
     "receipts": Spec("/receipts", "this session's signed receipts and whether they verify"),
-    "sandbox reset": Spec("/sandbox reset", "a fresh sandbox and empty workspace", True),
+    "sandbox reset": Spec(
+        "/sandbox reset", "a fresh sandbox and empty workspace (asks first)", True, 0, 1
+    ),
 }
 GROUPS = {"recipe", "sandbox"}
 PREFIXES = ("/", "!potluck ")

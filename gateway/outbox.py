@@ -99,8 +99,18 @@ class Delivery:
     async def send(self, room_id: int, message: Outgoing) -> str:
         """Record, then deliver, then mark delivered; long text goes as several messages."""
         first = ""
-        for piece in split_paragraphs(message.text, self.adapter.max_chars):
-            part = Outgoing(message.room, piece, message.agent, message.reply_to, message.notice)
+        pieces = split_paragraphs(message.text, self.adapter.max_chars)
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1  # buttons and files go with the last piece
+            part = Outgoing(
+                message.room,
+                piece,
+                message.agent,
+                message.reply_to,
+                message.notice,
+                message.attachments if last else (),
+                message.choices if last else (),
+            )
             row_id = self._row(room_id, part, "pending")
             message_id = str(await self._retry(lambda p=part: self.adapter.send(p)))
             self._update(row_id, state="sent", platform_message_id=message_id, attempts=1)

@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from adapters.base import Adapter, Incoming, Outgoing
+from adapters.base import Adapter, Attachment, Incoming, Outgoing
 from runtime.conductor import Budget, Conductor, Listener, Turn
 from runtime.context import Line
 from runtime.models.client import Models
 from runtime.recipes import Agent, RecipeError, diff, short_ref, to_yaml
+from runtime.recipes.files import recipe_from_bytes
 from runtime.tools import SandboxToolbox, ToolOutcome
 
 from .commands import Command, CommandError, help_text, is_command, parse
@@ -375,14 +376,20 @@ class Gateway:
 
     # -- output ----------------------------------------------------------------------------
 
-    async def notice(self, room: RoomState, text: str, reply_to: str | None = None) -> None:
+    async def notice(
+        self,
+        room: RoomState,
+        text: str,
+        reply_to: str | None = None,
+        choices: tuple[tuple[str, str], ...] = (),
+        attachments: tuple[Attachment, ...] = (),
+    ) -> None:
         delivery = self.deliveries.get(room.platform)
         if delivery is None:
             log.info("[%s] %s", room.key, text)
             return
-        await delivery.send(
-            room.room_id, Outgoing(room.platform_room, text, None, reply_to, notice=True)
-        )
+        message = Outgoing(room.platform_room, text, None, reply_to, True, attachments, choices)
+        await delivery.send(room.room_id, message)
 
     def record_out(self, room: RoomState, agent: str, text: str) -> None:
         with self.store.session.begin() as db:
@@ -421,6 +428,15 @@ class Gateway:
                 await say(
                     f"{saved.ref} — {saved.recipe.title}\n{saved.recipe.description}\n"
                     f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}"
+                )
+            elif name == "recipe use" and not args:
+                heads = self.library.heads()
+                await self.notice(
+                    room,
+                    "Pick a recipe (or type /recipe use NAME):\n"
+                    + "\n".join(f"  {s.recipe.name} — {s.recipe.title}" for s in heads),
+                    incoming.event_id,
+                    choices=tuple((s.recipe.title, f"/recipe use {s.recipe.name}") for s in heads),
                 )
             elif name == "recipe use":
                 saved = self.library.get(args[0])
@@ -462,7 +478,33 @@ class Gateway:
                 )
             elif name == "recipe export":
                 saved = self.library.get(args[0]) if args else self._load(room)
-                await say(f"{short_ref(saved.recipe)}.yaml:\n{to_yaml(saved.recipe)}")
+                document = to_yaml(saved.recipe)
+                adapter = self.adapters.get(room.platform)
+                if getattr(adapter, "supports_files", False):
+                    file = Attachment(
+                        f"{saved.recipe.name}.yaml", "application/yaml", document.encode()
+                    )
+                    await self.notice(
+                        room,
+                        f"{saved.ref}: {saved.recipe.title}",
+                        incoming.event_id,
+                        attachments=(file,),
+                    )
+                else:
+                    await say(f"{short_ref(saved.recipe)}.yaml:\n{document}")
+            elif name == "recipe import":
+                if not incoming.attachments:
+                    await say(
+                        "attach the recipe file to the /recipe import message "
+                        "(.yaml, or a SillyTavern card .json/.png)"
+                    )
+                    return
+                file = incoming.attachments[0]
+                saved = self.library.save(recipe_from_bytes(file.data, file.name), "import")
+                await say(
+                    f"imported {saved.ref} ({saved.recipe.title}); "
+                    f"attach it with /recipe use {saved.recipe.name}"
+                )
             elif name == "run":
                 run = Incoming(
                     incoming.platform,
@@ -494,6 +536,14 @@ class Gateway:
                 await say(
                     f"session {room.session_id}: {report.checked} signed events, {status}."
                     f" Gateway key {self.ledger.keys.npub}"
+                )
+            elif name == "sandbox reset" and args != ("confirm",):
+                await self.notice(
+                    room,
+                    "Reset this room's sandbox? Its workspace and every file in it are deleted. "
+                    "Confirm with /sandbox reset confirm",
+                    incoming.event_id,
+                    choices=(("Yes, reset it", "/sandbox reset confirm"),),
                 )
             elif name == "sandbox reset":
                 if self.sandboxes is None:

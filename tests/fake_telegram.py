@@ -35,6 +35,8 @@ class Sent:
     text: str
     thread: int | None
     edits: list[str] = field(default_factory=list)
+    buttons: list[tuple[str, str]] = field(default_factory=list)
+    document: tuple[str, bytes] | None = None
 
 
 class FakeTelegram:
@@ -49,6 +51,8 @@ class FakeTelegram:
         self.rate_limit: dict[str, int] = {}  # method -> how many calls get 429
         self.calls: list[str] = []
         self.polling = False
+        self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (name, bytes)
+        self.answered: list[str] = []
         self._arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -92,6 +96,50 @@ class FakeTelegram:
         self._arrived.set()
         return message_id
 
+    def post_file(
+        self,
+        chat_id: int,
+        user_id: int,
+        name: str,
+        data: bytes,
+        caption: str,
+        *,
+        user: str = "someone",
+    ) -> int:
+        """A person sends a document with a caption."""
+        file_id = f"file{len(self.files) + 1}"
+        self.files[file_id] = (name, data)
+        message_id = self.say(chat_id, user_id, caption, name=user)
+        message = self.updates[-1]["message"]
+        message.pop("text")
+        message["caption"] = caption
+        message["document"] = {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_name": name,
+            "mime_type": "application/yaml",
+            "file_size": len(data),
+        }
+        return message_id
+
+    def press(self, chat_id: int, user_id: int, message_id: int, data: str) -> None:
+        """A person presses an inline button under one of the bot's messages."""
+        sent = self.sent[message_id]
+        self.updates.append(
+            {
+                "update_id": self.next_update,
+                "callback_query": {
+                    "id": f"q{self.next_update}",
+                    "chat_instance": "ci",
+                    "data": data,
+                    "from": {"id": user_id, "is_bot": False, "first_name": str(user_id)},
+                    "message": self._message(sent),
+                },
+            }
+        )
+        self.next_update += 1
+        self._arrived.set()
+
     def from_bot(self, chat_id: int) -> list[Sent]:
         return [s for s in self.sent.values() if s.chat_id == chat_id]
 
@@ -103,6 +151,9 @@ class FakeTelegram:
         form = await request.post()
         params: dict[str, Any] = {}
         for key, value in form.items():
+            if isinstance(value, web.FileField):
+                params[key] = (value.filename, value.file.read())
+                continue
             text = str(value)
             try:
                 params[key] = json.loads(text)
@@ -183,6 +234,14 @@ class FakeTelegram:
         sent = Sent(
             int(params["chat_id"]), self.next_message, text, params.get("message_thread_id")
         )
+        markup = params.get("reply_markup") or {}
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        sent.buttons = [
+            (b["text"], b["callback_data"])
+            for row in markup.get("inline_keyboard", [])
+            for b in row
+        ]
         self.next_message += 1
         self.sent[sent.message_id] = sent
         return self.ok(self._message(sent))
@@ -203,6 +262,51 @@ class FakeTelegram:
         sent.edits.append(text)
         sent.text = text
         return self.ok(self._message(sent))
+
+    async def api_answerCallbackQuery(self, params: dict[str, Any]) -> web.Response:
+        self.answered.append(str(params["callback_query_id"]))
+        return self.ok(True)
+
+    async def api_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        document = params.get("document")
+        if not isinstance(document, tuple):
+            return self.error(400, "Bad Request: there is no document in the request")
+        sent = Sent(
+            int(params["chat_id"]),
+            self.next_message,
+            str(params.get("caption", "")),
+            params.get("message_thread_id"),
+            document=document,
+        )
+        self.next_message += 1
+        self.sent[sent.message_id] = sent
+        message = self._message(sent)
+        message["document"] = {
+            "file_id": "out",
+            "file_unique_id": "out",
+            "file_name": document[0],
+            "file_size": len(document[1]),
+        }
+        return self.ok(message)
+
+    async def api_getFile(self, params: dict[str, Any]) -> web.Response:
+        file_id = str(params["file_id"])
+        if file_id not in self.files:
+            return self.error(400, "Bad Request: invalid file_id")
+        return self.ok(
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id,
+                "file_size": len(self.files[file_id][1]),
+                "file_path": f"docs/{file_id}",
+            }
+        )
+
+    async def download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["path"].rsplit("/", 1)[-1]
+        if request.match_info["token"] != self.token or file_id not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[file_id][1])
 
     async def api_deleteMessage(self, params: dict[str, Any]) -> web.Response:
         return self.ok(self.sent.pop(int(params["message_id"]), None) is not None)
@@ -241,6 +345,7 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self.handle)
         app.router.add_get("/bot{token}/{method}", self.handle)
+        app.router.add_get("/file/bot{token}/{path:.*}", self.download)
         # A poller that hangs up ends its long poll, as on Telegram's side.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()

@@ -82,7 +82,6 @@ def test_commands_parse_with_usage_help_on_every_mistake() -> None:
     for text, needle in [
         ("/recipe", "/recipe needs a subcommand"),
         ("/recipe frob", "'frob' is not a recipe command"),
-        ("/recipe use", "usage: /recipe use NAME[@VERSION]"),
         ("/recipe use a b", "usage: /recipe use NAME[@VERSION]"),
         ("/frobnicate", "unknown command /frobnicate. Try /help"),
         ('/run "unclosed', "check your quotes"),

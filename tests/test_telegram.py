@@ -49,6 +49,7 @@ def home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
         "POTLUCK_HOME": str(tmp),
         "POTLUCK_TELEGRAM_TOKEN": server.token,
         "POTLUCK_TELEGRAM_BASE_URL": f"{server.url}/bot",
+        "POTLUCK_TELEGRAM_BASE_FILE_URL": f"{server.url}/file/bot",
         "POTLUCK_ALLOWED_ROOMS": f"telegram:{CHAT}",
     }
     store = Store(f"sqlite:///{tmp / 'potluck.db'}")
@@ -174,3 +175,54 @@ async def test_forum_topics_are_rooms_and_unchanged_edits_are_tolerated(
         assert seen[0].room == f"{CHAT}:5" and seen[0].mentions_bot
     finally:
         await adapter.stop()
+
+
+async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_documents(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    env = home(tmp_path, telegram)
+    async with gateway(env):
+        telegram.say(CHAT, ALICE, "/recipe use", name="alice")
+        picker = await until(
+            lambda: next((s for s in telegram.from_bot(CHAT) if s.buttons), None), what="picker"
+        )
+        assert ("Duo", "/recipe use duo") in picker.buttons
+        telegram.press(CHAT, ALICE, picker.message_id, "/recipe use duo")
+        await until(lambda: any("now runs duo@" in t for t in texts(telegram)), what="attach")
+        assert telegram.answered  # the button press was acknowledged
+        telegram.press(CHAT, BOB, picker.message_id, "/recipe use debate")  # not an admin
+        await until(lambda: any("only room admins" in t for t in texts(telegram)), what="refusal")
+
+        telegram.say(CHAT, ALICE, "/sandbox reset", name="alice")
+        confirm = await until(
+            lambda: next(
+                (
+                    s
+                    for s in telegram.from_bot(CHAT)
+                    if ("Yes, reset it", "/sandbox reset confirm") in s.buttons
+                ),
+                None,
+            ),
+            what="confirmation",
+        )
+        assert "deleted" in confirm.text
+
+        telegram.say(CHAT, ALICE, "/recipe export", name="alice")
+        exported = await until(
+            lambda: next((s for s in telegram.from_bot(CHAT) if s.document), None), what="file"
+        )
+        name, data = exported.document
+        assert name == "duo.yaml" and b"name: duo" in data
+
+        card = data.replace(b"name: duo", b"name: duo-copy").replace(b"title: Duo", b"title: Copy")
+        telegram.post_file(CHAT, ALICE, "duo-copy.yaml", card, "/recipe import", user="alice")
+        await until(
+            lambda: any("imported duo-copy@" in t for t in texts(telegram)),
+            what=lambda: texts(telegram),
+        )
+        telegram.post_file(
+            CHAT, ALICE, "broken.yaml", b"potluck: 1\nname: [", "/recipe import", user="alice"
+        )
+        await until(
+            lambda: any("broken.yaml" in t for t in texts(telegram)), what=lambda: texts(telegram)
+        )

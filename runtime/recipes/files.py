@@ -25,7 +25,14 @@ def read_recipe_file(path: Path) -> Recipe:
         data = path.read_bytes()
     except OSError as exc:
         raise RecipeError([Problem(source, None, "", f"cannot read: {exc.strerror}")]) from None
-    if data.startswith(PNG_SIGNATURE) or path.suffix.lower() in (".png", ".json"):
+    return recipe_from_bytes(data, source)
+
+
+def recipe_from_bytes(data: bytes, source: str) -> Recipe:
+    """A recipe from a file's bytes (a chat attachment, an upload); `source` is its name."""
+    if len(data) > max(MAX_BYTES, MAX_CARD_BYTES):
+        raise RecipeError([Problem(source, None, "", f"file is {len(data)} bytes; too large")])
+    if data.startswith(PNG_SIGNATURE) or Path(source).suffix.lower() in (".png", ".json"):
         return import_card(data, source)
     try:
         text = data.decode("utf-8-sig")
