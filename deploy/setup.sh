@@ -51,5 +51,11 @@ if [ "$mode" = test ]; then
 fi
 
 # Sandboxes: a Docker engine, and the image built from Debian's mirror (no registry).
-deploy/engine.sh
-.venv/bin/potluck sandbox build
+# The tests need them; a person trying Potluck can talk without them (agents then run
+# without tools, and say so), so for `run` a failure here is a warning.
+if [ "$mode" = test ]; then
+  deploy/engine.sh
+  as_root .venv/bin/potluck sandbox build
+elif ! { deploy/engine.sh && as_root .venv/bin/potluck sandbox build; }; then
+  echo "setup: no sandbox engine; agents will run without tools (see README, Sandboxes)" >&2
+fi
