@@ -23,6 +23,7 @@ command -v mkfs.ext4 >/dev/null || packages+=(e2fsprogs)      # capped room work
 command -v losetup >/dev/null || packages+=(mount)
 if [ "$mode" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+  command -v chromium >/dev/null || packages+=(chromium fonts-dejavu-core)  # web room tests
 fi
 apt_install "${packages[@]+"${packages[@]}"}"
 

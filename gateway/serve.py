@@ -51,7 +51,7 @@ def _may_invite(config: Config, platform: str):  # type: ignore[no-untyped-def]
     return allowed
 
 
-async def build(config: Config) -> Gateway:
+async def build(config: Config, web: bool = False) -> Gateway:
     store = Store(config.database_url)
     library = Library(store)
     library.sync_bundled()
@@ -71,6 +71,31 @@ async def build(config: Config) -> Gateway:
         settings = MatrixSettings(**config.platforms["matrix"])
         await gateway.add_adapter(MatrixAdapter(settings, _may_invite(config, "matrix")))
         log.info("matrix: connected as %s", settings.user_id)
+    if web:
+        from adapters.web import WebAdapter, load_token
+
+        def recipes() -> list[dict]:
+            return [
+                {
+                    "name": s.recipe.name,
+                    "title": s.recipe.title,
+                    "ref": s.ref,
+                    "agents": [{"name": a.name, "model": a.model} for a in s.recipe.agents],
+                }
+                for s in library.heads()
+            ]
+
+        room = WebAdapter(
+            load_token(config.home / "web.token"), config.web_host, config.web_port, recipes
+        )
+        await gateway.add_adapter(room)
+        # the URL carries the token: printed for the person, never logged
+        log.info(
+            "web room on http://%s:%d/ (token in %s)",
+            room.host,
+            room.port,
+            config.home / "web.token",
+        )
     if "telegram" in config.platforms:
         from adapters.telegram import TelegramAdapter, TelegramSettings
 
@@ -85,10 +110,11 @@ async def build(config: Config) -> Gateway:
 
 
 async def serve(config: Config) -> None:
-    gateway = await build(config)
+    gateway = await build(config, web=True)
     scheduler = start_scheduler(gateway)
-    if not gateway.adapters:
-        log.warning("no platform is configured: add [matrix] to %s", config.config_file)
+    if "web" in gateway.adapters:
+        url = gateway.adapters["web"].url  # type: ignore[attr-defined]
+        print(f"\nPotluck is running. Open the local web room:\n\n    {url}\n", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

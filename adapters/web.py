@@ -1,0 +1,224 @@
+"""The local web room: a page on the person's own machine, served from the gateway.
+
+Closed like a notebook server: bound to 127.0.0.1 by default and protected by a per-install
+token. The token opens the page once (`/?token=…`) and is then kept in a SameSite=Strict,
+HttpOnly cookie; every state-changing request must also carry it in a header, which a page
+on another site cannot set, and the WebSocket checks its Origin. Text reaches the browser
+as JSON and is shown with textContent, never as HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .base import Incoming, OnCursor, OnIncoming, Outgoing
+
+PAGE = Path(__file__).with_name("web_page.html")
+COOKIE = "potluck_token"
+HISTORY = 500
+
+
+def load_token(path: Path) -> str:
+    """The install's web token, created on first use in a 0600 file."""
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private from byte one
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
+
+
+class WebAdapter:
+    name = "web"
+    edit_interval_s = 0.1
+    max_chars = 100_000
+
+    def __init__(
+        self,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 8737,
+        recipes: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
+        self.token = token
+        self.host = host
+        self.port = port
+        self.recipes = recipes
+        self.user = "you"
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._history: dict[str, deque[dict[str, Any]]] = {}
+        self._index: dict[str, dict[str, Any]] = {}
+        self._runner: web.AppRunner | None = None
+        self._on_incoming: OnIncoming | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/?token={self.token}"
+
+    # -- security --------------------------------------------------------------------------
+
+    def _token_ok(self, offered: str | None) -> bool:
+        return bool(offered) and hmac.compare_digest(str(offered), self.token)
+
+    def _origin_ok(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        return origin in (f"http://{self.host}:{self.port}", f"http://localhost:{self.port}")
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        query_token = request.query.get("token")
+        cookie_token = request.cookies.get(COOKIE)
+        if request.method not in ("GET", "HEAD"):
+            # A cookie rides along with cross-site requests; a custom header cannot.
+            if not self._token_ok(request.headers.get("X-Potluck-Token")):
+                return web.json_response({"error": "missing or wrong token"}, status=403)
+            if not self._origin_ok(request):
+                return web.json_response({"error": "cross-origin request refused"}, status=403)
+        elif not (self._token_ok(query_token) or self._token_ok(cookie_token)):
+            return web.Response(
+                status=403, text="Open the link with the token that `potluck serve` printed."
+            )
+        response = await handler(request)
+        if self._token_ok(query_token) and not request.path.startswith("/ws/"):
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
+        return response
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        html = PAGE.read_text(encoding="utf-8").replace("__TOKEN__", json.dumps(self.token))
+        return web.Response(
+            text=html,
+            content_type="text/html",
+            headers={
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    async def _recipes(self, request: web.Request) -> web.Response:
+        return web.json_response(self.recipes())
+
+    async def _rooms(self, request: web.Request) -> web.Response:
+        return web.json_response(sorted(self._history))
+
+    async def _create_room(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            recipe = str(body["recipe"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'send {"recipe": NAME}'}, status=400)
+        room = uuid.uuid4().hex[:10]
+        self._history[room] = deque(maxlen=HISTORY)
+        await self._say(room, f"/recipe use {recipe}")
+        return web.json_response({"room": room})
+
+    async def _say(self, room: str, text: str) -> None:
+        assert self._on_incoming is not None
+        self._history.setdefault(room, deque(maxlen=HISTORY))
+        line = {"type": "message", "id": uuid.uuid4().hex, "person": self.user, "text": text}
+        await self._publish(room, line)
+        await self._on_incoming(
+            Incoming("web", room, self.user, self.user, text, line["id"], mentions_bot=True)
+        )
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        if not self._origin_ok(request):
+            return web.Response(status=403, text="cross-origin WebSocket refused")
+        room = request.match_info["room"]
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        self._sockets.setdefault(room, set()).add(ws)
+        for line in list(self._history.get(room, ())):
+            await ws.send_json(line)
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    text = str(json.loads(message.data)["text"])[:20_000]
+                except (ValueError, KeyError, TypeError):
+                    await ws.send_json({"type": "error", "text": 'send {"text": "…"}'})
+                    continue
+                if text.strip():
+                    await self._say(room, text)
+        finally:
+            self._sockets.get(room, set()).discard(ws)
+        return ws
+
+    async def _publish(self, room: str, line: dict[str, Any]) -> None:
+        history = self._history.setdefault(room, deque(maxlen=HISTORY))
+        if line["type"] == "edit" and line["id"] in self._index:
+            self._index[line["id"]]["text"] = line["text"]
+        else:
+            history.append(line)
+            self._index[line["id"]] = line
+        for ws in list(self._sockets.get(room, ())):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json(line)
+
+    # -- the adapter contract --------------------------------------------------------------
+
+    async def connect(self) -> None:
+        app = web.Application(middlewares=[self._guard], client_max_size=256 * 1024)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/room/{room}", self._page)
+        app.router.add_get("/api/recipes", self._recipes)
+        app.router.add_get("/api/rooms", self._rooms)
+        app.router.add_post("/api/rooms", self._create_room)
+        app.router.add_get("/ws/{room}", self._socket)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
+        self._on_incoming = on_incoming
+
+    async def stop(self) -> None:
+        for sockets in self._sockets.values():
+            for ws in list(sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def send(self, message: Outgoing) -> str:
+        message_id = uuid.uuid4().hex
+        await self._publish(
+            message.room,
+            {
+                "type": "message",
+                "id": message_id,
+                "agent": message.agent,
+                "notice": message.notice,
+                "text": message.text,
+                "choices": [list(c) for c in message.choices],
+            },
+        )
+        return message_id
+
+    async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
+        await self._publish(room, {"type": "edit", "id": message_id, "text": message.text})
+        await asyncio.sleep(0)
+
+    async def is_admin(self, room: str, user: str) -> bool:
+        return True  # the person at this machine owns the gateway
