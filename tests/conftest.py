@@ -26,6 +26,33 @@ if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
 
 
+# Two agents on the scripted echo model: a deterministic, instant conversation for any room.
+ECHO_DUO: dict = {
+    "potluck": 1,
+    "name": "duo",
+    "title": "Echo duo",
+    "agents": [
+        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
+        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
+    ],
+    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
+    "trigger": "every_message",
+}
+
+
+async def until(check: Callable[[], object], timeout: float = 30.0, what: object = "") -> object:
+    """Poll `check` until it returns something true; `what` (or what it returns) explains a
+    timeout."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,9 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,10 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import Synapse
+from .conftest import ECHO_DUO, Synapse, until
 
-SCRIPTED_DUO = {
-    "potluck": 1,
-    "name": "duo",
-    "title": "Duo",
-    "agents": [
-        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
-        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
-    ],
-    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
-    "trigger": "every_message",
-}
 SLOW = {
-    **SCRIPTED_DUO,
+    **ECHO_DUO,
     "name": "slow",
     "title": "Slow",
     "agents": [{"name": "slowpoke", "model": "scripted/slow", "persona": "You ramble."}],
@@ -114,16 +102,6 @@ class Person:
         ]
 
 
-async def until(check: Callable[[], Any], timeout: float = 30.0, what: Any = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-
-
 def make_home(tmp: Path, synapse: Synapse, bot: str, allowed: list[str]) -> dict[str, str]:
     home = tmp / f"home-{uuid.uuid4().hex[:6]}"
     home.mkdir()
@@ -140,7 +118,7 @@ def make_home(tmp: Path, synapse: Synapse, bot: str, allowed: list[str]) -> dict
     store = Store(env["POTLUCK_DATABASE_URL"])
     library = Library(store)
     library.sync_bundled()
-    library.save(validate_data(SCRIPTED_DUO))
+    library.save(validate_data(ECHO_DUO))
     library.save(validate_data(SLOW))
     store.close()
     return env

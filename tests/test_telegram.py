@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,10 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
+from .conftest import ECHO_DUO, until
 from .fake_telegram import FakeTelegram
 
 CHAT, ALICE, BOB = -100123, 11, 22
-DUO = {
-    "potluck": 1,
-    "name": "duo",
-    "title": "Duo",
-    "agents": [
-        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
-        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
-    ],
-    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
-    "trigger": "every_message",
-}
 
 
 @pytest.fixture
@@ -55,7 +44,7 @@ def home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
     store = Store(f"sqlite:///{tmp / 'potluck.db'}")
     library = Library(store)
     library.sync_bundled()
-    library.save(validate_data(DUO))
+    library.save(validate_data(ECHO_DUO))
     store.close()
     return env
 
@@ -68,15 +57,6 @@ async def gateway(env: dict[str, str]) -> AsyncIterator[Any]:
     finally:
         await gw.close()
         gw.store.close()
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0, what: Any = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def texts(server: FakeTelegram) -> list[str]:
@@ -186,7 +166,7 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         picker = await until(
             lambda: next((s for s in telegram.from_bot(CHAT) if s.buttons), None), what="picker"
         )
-        assert ("Duo", "/recipe use duo") in picker.buttons
+        assert ("Echo duo", "/recipe use duo") in picker.buttons
         telegram.press(CHAT, ALICE, picker.message_id, "/recipe use duo")
         await until(lambda: any("now runs duo@" in t for t in texts(telegram)), what="attach")
         assert telegram.answered  # the button press was acknowledged
@@ -214,7 +194,9 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         name, data = exported.document
         assert name == "duo.yaml" and b"name: duo" in data
 
-        card = data.replace(b"name: duo", b"name: duo-copy").replace(b"title: Duo", b"title: Copy")
+        card = data.replace(b"name: duo", b"name: duo-copy").replace(
+            b"title: Echo duo", b"title: Copy"
+        )
         telegram.post_file(CHAT, ALICE, "duo-copy.yaml", card, "/recipe import", user="alice")
         await until(
             lambda: any("imported duo-copy@" in t for t in texts(telegram)),

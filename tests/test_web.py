@@ -19,19 +19,8 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ROOT, missing
+from .conftest import ECHO_DUO, ROOT, missing
 
-DUO = {
-    "potluck": 1,
-    "name": "duo",
-    "title": "Echo duo",
-    "agents": [
-        {"name": "first", "model": "scripted/echo", "persona": "You echo."},
-        {"name": "second", "model": "scripted/echo", "persona": "You echo too."},
-    ],
-    "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
-    "trigger": "every_message",
-}
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -41,7 +30,7 @@ async def web_room(tmp: Path) -> AsyncIterator[Any]:
     store = Store(f"sqlite:///{tmp / 'potluck.db'}")
     library = Library(store)
     library.sync_bundled()
-    library.save(validate_data(DUO))
+    library.save(validate_data(ECHO_DUO))
     store.close()
     config = load_config(env={"POTLUCK_HOME": str(tmp), "POTLUCK_WEB_PORT": "0"})
     gateway = await build(config, web=True)
