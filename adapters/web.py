@@ -53,11 +53,14 @@ class WebAdapter:
         host: str = "127.0.0.1",
         port: int = 8737,
         recipes: Callable[[], list[dict[str, Any]]] = list,
+        probes: dict[str, Callable[[], tuple[str, str]]] | None = None,
     ) -> None:
         self.token = token
         self.host = host
         self.port = port
         self.recipes = recipes
+        # Open endpoints for monitors (`/health`, `/metrics`): path -> () -> (body, type).
+        self.probes = probes or {}
         self.user = "you"
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
@@ -80,6 +83,8 @@ class WebAdapter:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "GET" and request.path in self.probes:
+            return await handler(request)  # read-only counters for a local monitor
         query_token = request.query.get("token")
         cookie_token = request.cookies.get(COOKIE)
         if request.method not in ("GET", "HEAD"):
@@ -111,6 +116,14 @@ class WebAdapter:
                 "Referrer-Policy": "no-referrer",
             },
         )
+
+    @staticmethod
+    def _probe(probe: Callable[[], tuple[str, str]]) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            body, content_type = probe()
+            return web.Response(text=body, content_type=content_type)
+
+        return handler
 
     async def _recipes(self, request: web.Request) -> web.Response:
         return web.json_response(self.recipes())
@@ -183,6 +196,8 @@ class WebAdapter:
         app.router.add_get("/api/rooms", self._rooms)
         app.router.add_post("/api/rooms", self._create_room)
         app.router.add_get("/ws/{room}", self._socket)
+        for path, probe in self.probes.items():
+            app.router.add_get(path, self._probe(probe))
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -85,8 +85,18 @@ async def build(config: Config, web: bool = False) -> Gateway:
                 for s in library.heads()
             ]
 
+        from . import metrics
+
+        probes = {
+            "/health": lambda: (metrics.health(gateway), "text/plain"),
+            "/metrics": lambda: (metrics.render(gateway), "text/plain"),
+        }
         room = WebAdapter(
-            load_token(config.home / "web.token"), config.web_host, config.web_port, recipes
+            load_token(config.home / "web.token"),
+            config.web_host,
+            config.web_port,
+            recipes,
+            probes,
         )
         await gateway.add_adapter(room)
         # the URL carries the token: printed for the person, never logged

@@ -3,6 +3,7 @@ a real headless Chromium, with the embedded local model answering."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -148,3 +149,32 @@ async def test_a_person_talks_to_several_agents_in_a_real_browser(tmp_path: Path
             == 0
         )
         await browser.close()
+
+
+async def test_health_and_metrics_are_open_to_a_local_monitor_and_count(tmp_path: Path) -> None:
+    async with web_room(tmp_path) as web, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{web.port}"
+        async with http.get(f"{base}/health") as response:
+            assert response.status == 200 and (await response.text()).startswith("ok")
+        headers = {"X-Potluck-Token": web.token, "Origin": base}
+        async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}, headers=headers) as r:
+            room = (await r.json())["room"]
+        async with http.ws_connect(f"{base}/ws/{room}?token={web.token}", origin=base) as ws:
+            await ws.send_json({"text": "count me"})
+            finished = 0
+            async for message in ws:
+                line = message.json()
+                if line["type"] == "edit" and "count me" in line["text"]:
+                    finished += 1
+                if finished >= 2:
+                    break
+        await asyncio.sleep(0.2)
+        async with http.get(f"{base}/metrics") as response:
+            text = await response.text()
+        values = dict(
+            line.split() for line in text.splitlines() if line and not line.startswith("#")
+        )
+        assert int(values["potluck_messages_in_total"]) == 2  # the /recipe use, then the line
+        assert int(values["potluck_turns_total"]) == 2
+        assert int(values["potluck_rooms"]) >= 1 and int(values["potluck_receipts_signed"]) >= 4
+        assert "# TYPE potluck_turns_total counter" in text

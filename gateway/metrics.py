@@ -1,0 +1,47 @@
+"""`/health` and `/metrics` (Prometheus text format) for a home server's monitor. Pure
+rendering over counters the gateway already keeps; no client library needed for a page of
+plain counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .store.models import ReceiptRow, Room, Session
+
+
+def render(gateway: Any) -> str:
+    with gateway.store.session() as db:
+        rooms = db.scalar(select(func.count()).select_from(Room)) or 0
+        live = (
+            db.scalar(select(func.count()).select_from(Session).where(Session.status == "live"))
+            or 0
+        )
+        receipts = db.scalar(select(func.count()).select_from(ReceiptRow)) or 0
+    lines = [
+        ("potluck_rooms", "gauge", "Rooms known to this gateway", rooms),
+        ("potluck_sessions_live", "gauge", "Live sessions", live),
+        ("potluck_receipts_signed", "counter", "Receipts signed and stored", receipts),
+        ("potluck_messages_in_total", "counter", "Messages received", gateway.counters["incoming"]),
+        ("potluck_turns_total", "counter", "Agent turns", gateway.counters["turns"]),
+        ("potluck_commands_total", "counter", "Commands handled", gateway.counters["commands"]),
+        (
+            "potluck_refused_total",
+            "counter",
+            "Events from rooms or users not allowed",
+            gateway.counters["refused"],
+        ),
+    ]
+    if gateway.sandboxes is not None:
+        for name, value in gateway.sandboxes.counters.items():
+            lines.append((f"potluck_sandbox_{name}_total", "counter", f"Sandbox {name}", value))
+    out = []
+    for name, kind, help_text, value in lines:
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(out) + "\n"
+
+
+def health(gateway: Any) -> str:
+    adapters = ",".join(sorted(gateway.adapters)) or "none"
+    return f"ok adapters={adapters}\n"
