@@ -135,7 +135,7 @@ class Gateway:
             incoming = Incoming(
                 platform,
                 room.platform_room,
-                "",
+                message.sender_id or "",
                 message.sender,
                 message.text,
                 message.platform_event_id or "",
@@ -205,6 +205,7 @@ class Gateway:
                     platform_event_id=incoming.event_id,
                     direction="in",
                     sender=incoming.sender_name[:255],
+                    sender_id=incoming.sender[:255],
                     text=incoming.text,
                     state="received",
                 )

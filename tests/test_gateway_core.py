@@ -224,3 +224,35 @@ async def test_room_rules_closed_by_default_mentions_and_nothing_twice(gateway) 
     await platform.on_incoming(msg("alice", "/recipe use debate", "e4"))
     await settle(gw)
     assert any("now runs debate@" in t for t in said(platform))
+
+
+async def test_a_command_stored_before_a_crash_is_judged_by_its_sender_after_it(
+    tmp_path: Path, store: Store
+) -> None:
+    from gateway.rooms import ensure_room
+    from gateway.store.models import Message
+
+    room_id = ensure_room(store, "mem", "r1")
+    with store.session.begin() as db:  # stored, never handled: the gateway died here
+        db.add(
+            Message(
+                room_id=room_id,
+                platform_event_id="e9",
+                direction="in",
+                sender="alice",
+                sender_id="alice",
+                text="/recipe use debate",
+                state="received",
+            )
+        )
+    config = load_config(env={"POTLUCK_HOME": str(tmp_path), "POTLUCK_ADMINS": "mem:alice"})
+    library = Library(store)
+    library.sync_bundled()
+    gw = Gateway(config, store, library, Ledger(store, KeyPair.generate()), Models())
+    platform = MemoryPlatform()
+    await gw.add_adapter(platform)
+    try:
+        await settle(gw)
+        assert any("now runs debate@" in t for t in said(platform)), said(platform)
+    finally:
+        await gw.close()

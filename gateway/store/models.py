@@ -95,7 +95,8 @@ class Message(Base):
     session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"))
     platform_event_id: Mapped[str | None] = mapped_column(String(255))
     direction: Mapped[str] = mapped_column(String(4))  # in | out
-    sender: Mapped[str] = mapped_column(String(255))  # agent name, or salted hash of a person
+    sender: Mapped[str] = mapped_column(String(255))  # agent name, or a person's display name
+    sender_id: Mapped[str | None] = mapped_column(String(255))  # the platform's user id
     text: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="received")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
