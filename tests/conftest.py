@@ -59,23 +59,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(
-    process: subprocess.Popen[bytes],
-    probe: Callable[[], object],
+def start_server(
+    argv: list[str],
+    cwd: Path,
     log: Path,
+    probe: Callable[[], object],
     what: str,
     timeout: float = 60.0,
-) -> None:
-    """Until `probe` stops raising OSError; a server that exits first shows its log."""
+) -> subprocess.Popen[bytes]:
+    """Start a test server in its own process group, logging to `log`, and return once
+    `probe` stops raising OSError; a server that exits first shows its log."""
+    process = subprocess.Popen(
+        argv, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             probe()
-            return
+            return process
         except OSError:
             if process.poll() is not None:
                 raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}") from None
             time.sleep(0.1)
+    process.kill()
     raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
 
 
@@ -242,18 +248,11 @@ class NostrRelay:
         )
 
     def start(self) -> None:
-        log = (self.workdir / "relay.log").open("ab")
-        self.process = subprocess.Popen(
+        self.process = start_server(
             [str(self.exe), "-c", str(self.config), "serve"],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until_up(
-            self.process,
-            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close(),
+            self.workdir,
             self.workdir / "relay.log",
+            lambda: socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close(),
             "the relay",
         )
 
@@ -356,20 +355,13 @@ class Synapse:
         self.config = config
 
     def start(self) -> None:
-        log = (self.workdir / "synapse.out").open("ab")
-        self.process = subprocess.Popen(
-            [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config)],
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         import urllib.request
 
-        wait_until_up(
-            self.process,
-            lambda: urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1),
+        self.process = start_server(
+            [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config)],
+            self.workdir,
             self.workdir / "synapse.out",
+            lambda: urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1),
             "Synapse",
         )
 
