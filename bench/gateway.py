@@ -118,6 +118,12 @@ async def main() -> None:
 
         await exchange("warm")
         bare = await bare_turns(n)
+        recipe, models = validate_data(RECIPE), Models()
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(Conductor(recipe, models).respond([Line("alice", "person", "hi")]) for _ in range(n))
+        )
+        ceiling = n / (time.perf_counter() - start)
         one_room = [await exchange("one") for _ in range(n)]
         rooms = [f"r{i}" for i in range(100)]
         for room in rooms:
@@ -143,6 +149,10 @@ async def main() -> None:
         "(goal <= 5 ms)"
     )
     print(f"100 rooms at once: {rate:7.0f} exchanges/s (goal >= 300/s)")
+    print(
+        f"ceiling: the same turns with no gateway, {n} at once: {ceiling:7.0f} turns/s "
+        f"(gateway reaches {rate / ceiling:.2f}x of it)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,57 @@ marked as cut off, and rows never sent are sent.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
-from adapters.base import Adapter, Outgoing, RateLimited
+from adapters.base import Adapter, Attachment, Outgoing, RateLimited
 
 from .store.db import Store
 from .store.models import Outbox, now
 
 log = logging.getLogger("potluck.outbox")
 CUT_NOTE = "\n\n[cut off: the gateway restarted before this turn finished]"
+KEEP_FILES_UP_TO = 1 << 20  # attachments larger than this are not kept for a resend
+
+
+def to_payload(message: Outgoing) -> dict[str, Any]:
+    """An outgoing message as the outbox keeps it, buttons and (small) files included. Pure."""
+    payload: dict[str, Any] = {
+        "room": message.room,
+        "text": message.text,
+        "agent": message.agent,
+        "notice": message.notice,
+    }
+    if message.reply_to:
+        payload["reply_to"] = message.reply_to
+    if message.choices:
+        payload["choices"] = [list(choice) for choice in message.choices]
+    if message.attachments and sum(len(a.data) for a in message.attachments) <= KEEP_FILES_UP_TO:
+        payload["attachments"] = [
+            {"name": a.name, "mime": a.mime, "data": base64.b64encode(a.data).decode()}
+            for a in message.attachments
+        ]
+    return payload
+
+
+def from_payload(payload: dict[str, Any]) -> Outgoing:
+    """The message a payload was made from (`to_payload`'s inverse). Pure."""
+    return Outgoing(
+        payload["room"],
+        payload["text"],
+        payload.get("agent"),
+        payload.get("reply_to"),
+        bool(payload.get("notice")),
+        tuple(
+            Attachment(a["name"], a["mime"], base64.b64decode(a["data"]))
+            for a in payload.get("attachments", ())
+        ),
+        tuple((label, command) for label, command in payload.get("choices", ())),
+    )
 
 
 def split_paragraphs(text: str, limit: int) -> list[str]:
@@ -74,27 +113,17 @@ class Delivery:
         raise RuntimeError(f"{self.adapter.name} kept rate-limiting; giving up")
 
     def _row(self, room_id: int, message: Outgoing, state: str) -> int:
-        with self.store.session.begin() as db:
-            row = Outbox(
-                room_id=room_id,
-                payload={
-                    "room": message.room,
-                    "text": message.text,
-                    "agent": message.agent,
-                    "notice": message.notice,
-                },
-                state=state,
-            )
-            db.add(row)
-            db.flush()
-            return row.id
+        with self.store.write() as conn:
+            return conn.execute(
+                insert(Outbox).returning(Outbox.id),
+                {"room_id": room_id, "payload": to_payload(message), "state": state},
+            ).scalar_one()
 
     def _update(self, row_id: int, **fields: object) -> None:
-        with self.store.session.begin() as db:
-            row = db.get(Outbox, row_id)
-            for key, value in fields.items():
-                setattr(row, key, value)
-            row.updated_at = now()
+        with self.store.write() as conn:
+            conn.execute(
+                update(Outbox).where(Outbox.id == row_id).values(**fields, updated_at=now())
+            )
 
     async def send(self, room_id: int, message: Outgoing) -> str:
         """Record, then deliver, then mark delivered; long text goes as several messages."""
@@ -129,12 +158,7 @@ class Delivery:
             ).all()
         for row in rows:
             payload = dict(row.payload)
-            message = Outgoing(
-                payload["room"],
-                payload["text"],
-                payload.get("agent"),
-                notice=bool(payload.get("notice")),
-            )
+            message = from_payload(payload)
             if row.state == "streaming" and row.platform_message_id:
                 cut = Outgoing(message.room, (message.text or "…") + CUT_NOTE, message.agent)
                 await self._retry(
@@ -193,10 +217,7 @@ class Stream:
             self._shown = text
             self._last_edit = time.monotonic()
             if self.row_id is not None:
-                self.delivery._update(
-                    self.row_id,
-                    payload={"room": self.room, "text": text, "agent": self.agent, "notice": False},
-                )
+                self.delivery._update(self.row_id, payload=to_payload(self._message(text)))
 
     async def update(self, text: str) -> None:
         """New text so far; edits at most once per interval, the latest text winning."""
@@ -225,16 +246,7 @@ class Stream:
         for piece in pieces[1:]:
             await self.delivery.send(self.room_id, self._message(piece))
         if self.row_id is not None:
-            self.delivery._update(
-                self.row_id,
-                state="sent",
-                payload={
-                    "room": self.room,
-                    "text": pieces[0],
-                    "agent": self.agent,
-                    "notice": False,
-                },
-            )
+            self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
 
     async def cut(self, reason: str) -> None:
         if self._pending is not None:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.base import Adapter, Attachment, Incoming, Outgoing
@@ -139,7 +139,7 @@ class Gateway:
                 message.sender,
                 message.text,
                 message.platform_event_id or "",
-                mentions_bot=True,
+                mentions_bot=message.addressed is not False,  # unknown (before 0003): answer
             )
             self._ensure_worker(room)
             room.queue.put_nowait((message.id, incoming))
@@ -198,26 +198,27 @@ class Gateway:
 
     def _store_incoming(self, room: RoomState, incoming: Incoming) -> int | None:
         try:
-            with self.store.session.begin() as db:
-                row = Message(
-                    room_id=room.room_id,
-                    session_id=room.session_id,
-                    platform_event_id=incoming.event_id,
-                    direction="in",
-                    sender=incoming.sender_name[:255],
-                    sender_id=incoming.sender[:255],
-                    text=incoming.text,
-                    state="received",
-                )
-                db.add(row)
-                db.flush()
-                return row.id
+            with self.store.write() as conn:
+                return conn.execute(
+                    insert(Message).returning(Message.id),
+                    {
+                        "room_id": room.room_id,
+                        "session_id": room.session_id,
+                        "platform_event_id": incoming.event_id,
+                        "direction": "in",
+                        "sender": incoming.sender_name[:255],
+                        "sender_id": incoming.sender[:255],
+                        "addressed": incoming.mentions_bot or incoming.reply_to_bot,
+                        "text": incoming.text,
+                        "state": "received",
+                    },
+                ).scalar_one()
         except IntegrityError:
             return None  # seen before: redelivered after a restart
 
     def _set_state(self, message_id: int, state: str) -> None:
-        with self.store.session.begin() as db:
-            db.get(Message, message_id).state = state
+        with self.store.write() as conn:
+            conn.execute(update(Message).where(Message.id == message_id).values(state=state))
 
     async def on_incoming(self, incoming: Incoming) -> None:
         if not self.allowed(incoming):
@@ -336,19 +337,21 @@ class Gateway:
                 )
             )
         )
-        with self.store.session.begin() as db:
-            db.execute(
-                Message.__table__.update()
+        assert room.session_id is not None
+        with self.ledger.batch() as conn:  # the message joins its session with its receipt
+            conn.execute(
+                update(Message)
                 .where(
                     Message.platform_event_id == incoming.event_id, Message.room_id == room.room_id
                 )
                 .values(session_id=room.session_id)
             )
+            self.ledger.person(
+                room.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text
+            )
         room.transcript.append(
             Line(incoming.sender_name, "person" if addressed else "observed", incoming.text)
         )
-        assert room.session_id is not None
-        self.ledger.person(room.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text)
         if not addressed:
             return
         if room.budget is None:
@@ -392,18 +395,22 @@ class Gateway:
         message = Outgoing(room.platform_room, text, None, reply_to, True, attachments, choices)
         await delivery.send(room.room_id, message)
 
-    def record_out(self, room: RoomState, agent: str, text: str) -> None:
-        with self.store.session.begin() as db:
-            db.add(
-                Message(
-                    room_id=room.room_id,
-                    session_id=room.session_id,
-                    direction="out",
-                    sender=agent,
-                    text=text,
-                    state="sent",
-                )
+    def record_turn(self, room: RoomState, turn: Turn) -> None:
+        """An agent's finished turn: the message and its signed receipt in one commit."""
+        assert room.session_id is not None
+        with self.ledger.batch() as conn:
+            conn.execute(
+                insert(Message),
+                {
+                    "room_id": room.room_id,
+                    "session_id": room.session_id,
+                    "direction": "out",
+                    "sender": turn.agent,
+                    "text": turn.text,
+                    "state": "sent",
+                },
             )
+            self.ledger.record_turn(room.session_id, turn)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -589,9 +596,7 @@ class ChatListener(Listener):
             self.stream = None
         self.gateway.counters["turns"] += 1
         if turn.finish != "error":
-            self.gateway.record_out(self.room, agent.name, turn.text)
-            assert self.room.session_id is not None
-            self.gateway.ledger.record_turn(self.room.session_id, turn)
+            self.gateway.record_turn(self.room, turn)
 
     async def tool_result(self, agent: Agent, outcome: ToolOutcome) -> None:
         assert self.room.session_id is not None

@@ -256,3 +256,61 @@ async def test_a_command_stored_before_a_crash_is_judged_by_its_sender_after_it(
         assert any("now runs debate@" in t for t in said(platform)), said(platform)
     finally:
         await gw.close()
+
+
+async def test_after_a_crash_only_messages_that_addressed_the_bot_are_answered(
+    tmp_path: Path, store: Store
+) -> None:
+    from gateway.rooms import ensure_room
+    from gateway.store.models import Message
+
+    room_id = ensure_room(store, "mem", "r1")
+    with store.session.begin() as db:  # both stored, neither handled: the gateway died here
+        for event, text, addressed in (("e1", "just chatting", False), ("e2", "hello?", True)):
+            db.add(
+                Message(
+                    room_id=room_id,
+                    platform_event_id=event,
+                    direction="in",
+                    sender="bob",
+                    sender_id="bob",
+                    addressed=addressed,
+                    text=text,
+                    state="received",
+                )
+            )
+    config = load_config(env={"POTLUCK_HOME": str(tmp_path), "POTLUCK_ALLOWED_USERS": "mem:bob"})
+    library = Library(store)
+    library.save(validate_data(ECHO))
+    ledger = Ledger(store, KeyPair.generate())
+    gw = Gateway(config, store, library, ledger, Models(), default_recipe="echo-room")
+    platform = MemoryPlatform()
+    await gw.add_adapter(platform)
+    try:
+        await settle(gw)
+        answers = [t for t in said(platform) if t.startswith("echo:")]
+        assert len(answers) == 1 and "hello?" in answers[0], said(platform)
+        assert "just chatting" in answers[0]  # still there, as observed context
+    finally:
+        await gw.close()
+
+
+async def test_a_notice_resent_after_a_crash_keeps_its_buttons_and_files(store: Store) -> None:
+    from adapters.base import Attachment
+    from gateway.rooms import ensure_room
+
+    room_id = ensure_room(store, "mem", "r1")
+    platform = MemoryPlatform()
+    delivery = Delivery(platform, store)
+    original = Outgoing(
+        "r1",
+        "Pick one",
+        None,
+        "e7",
+        True,
+        (Attachment("a.yaml", "application/yaml", b"name: a\n\x00\xff"),),
+        (("Debate", "/recipe use debate"),),
+    )
+    delivery._row(room_id, original, "pending")  # recorded, then the gateway died
+    assert await Delivery(platform, store).recover({room_id: "r1"}) == 1
+    assert platform.sent == [original]

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +57,7 @@ class Ledger:
         self.default_relays = default_relays
         self._tips: dict[str, _Tip] = {}
         self._lock = threading.RLock()
-        self._in_batch = False
-        self._conn: Connection | None = None
         self._insert_receipt = insert(ReceiptRow)
-
-    def _connection(self) -> Connection:
-        """One connection held for appends: a receipt per exchange should cost an INSERT
-        and a commit, not a pool checkout as well."""
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.store.engine.connect()
-        return self._conn
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -116,8 +107,7 @@ class Ledger:
                 transparent=tip.transparent,
                 created_at=int(self.clock()),
             )
-            conn = self._connection()
-            with nullcontext() if self._in_batch else conn.begin():
+            with self.store.write() as conn:
                 conn.execute(
                     self._insert_receipt,
                     {
@@ -151,23 +141,18 @@ class Ledger:
             return event
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Receipts appended inside share one commit (e.g. the receipts of one exchange).
-        All or none are stored; on failure the cached chain tips are dropped and reloaded."""
+    def batch(self) -> Iterator[Connection]:
+        """Receipts appended inside share one commit (e.g. the receipts of one exchange), and
+        so do the caller's own statements run on the connection it yields: the message and
+        its receipt are stored together or not at all. On failure the cached chain tips are
+        dropped and reloaded."""
         with self._lock:
-            if self._in_batch:
-                yield
-                return
-            conn = self._connection()
-            self._in_batch = True
             try:
-                with conn.begin():
-                    yield
+                with self.store.write() as conn:
+                    yield conn
             except BaseException:
                 self._tips.clear()
                 raise
-            finally:
-                self._in_batch = False
 
     def open(self, session_id: str, recipe_name: str) -> Event:
         """First link of a session's chain; names the recipe version it runs."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -97,6 +98,7 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(4))  # in | out
     sender: Mapped[str] = mapped_column(String(255))  # agent name, or a person's display name
     sender_id: Mapped[str | None] = mapped_column(String(255))  # the platform's user id
+    addressed: Mapped[bool | None] = mapped_column(Boolean)  # mentioned or replied to the bot
     text: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="received")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
