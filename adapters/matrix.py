@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nio
@@ -39,6 +42,16 @@ class MatrixSettings:
     sync_timeout_ms: int = 30_000
 
 
+def thread_room(room_id: str, thread_root: str | None) -> str:
+    """A thread is a room of its own (its own recipe and session), named `!room|$root`."""
+    return f"{room_id}|{thread_root}" if thread_root else room_id
+
+
+def split_thread_room(room: str) -> tuple[str, str | None]:
+    room_id, _, thread = room.partition("|")
+    return room_id, thread or None
+
+
 def strip_reply_fallback(body: str) -> str:
     """Matrix replies quote the original as '> ' lines first; the new text follows."""
     lines = body.split("\n")
@@ -57,10 +70,14 @@ class MatrixAdapter:
     max_chars = 16_000
 
     def __init__(
-        self, settings: MatrixSettings, may_invite: Callable[[str], bool] = lambda _u: True
+        self,
+        settings: MatrixSettings,
+        may_invite: Callable[[str], bool] = lambda _u: True,
+        session_file: Path | None = None,
     ) -> None:
         self.settings = settings
         self.may_invite = may_invite
+        self.session_file = session_file
         config = nio.AsyncClientConfig(
             encryption_enabled=False, store_sync_tokens=False, max_timeouts=None
         )
@@ -78,10 +95,50 @@ class MatrixAdapter:
             self.client.access_token = s.access_token
             self.client.user_id = s.user_id
             self.client.device_id = s.device_id or "POTLUCK"
-        else:
+        elif not await self._resume_session():
             response = await self.client.login(s.password, device_name=s.device_name)
             if isinstance(response, nio.LoginError):
                 raise RuntimeError(f"Matrix login as {s.user_id} failed: {response.message}")
+            self._save_session()
+
+    async def _resume_session(self) -> bool:
+        """Reuse the device a password login made last time, so restarts do not pile up
+        devices on the account; a token the server no longer accepts means a new login."""
+        if self.session_file is None or not self.session_file.exists():
+            return False
+        try:
+            saved = json.loads(self.session_file.read_text())
+        except (OSError, ValueError):
+            return False
+        if (
+            saved.get("user_id") != self.settings.user_id
+            or saved.get("homeserver") != self.settings.homeserver
+        ):
+            return False
+        self.client.access_token = saved["access_token"]
+        self.client.user_id = saved["user_id"]
+        self.client.device_id = saved["device_id"]
+        whoami = await self.client.whoami()
+        if isinstance(whoami, nio.WhoamiResponse) and whoami.user_id == self.settings.user_id:
+            return True
+        log.info("Matrix: the saved session was not accepted (%s); logging in again", whoami)
+        self.client.access_token = ""
+        return False
+
+    def _save_session(self) -> None:
+        if self.session_file is None:
+            return
+        data = {
+            "homeserver": self.settings.homeserver,
+            "user_id": self.client.user_id,
+            "device_id": self.client.device_id,
+            "access_token": self.client.access_token,
+        }
+        partial = self.session_file.with_suffix(".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+        os.replace(partial, self.session_file)
 
     async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
         first = await self._sync(cursor, timeout=0)
@@ -191,6 +248,9 @@ class MatrixAdapter:
         content = event.source.get("content", {})
         relates = content.get("m.relates_to", {}) or {}
         reply_to = (relates.get("m.in_reply_to") or {}).get("event_id")
+        thread = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+        if thread and relates.get("is_falling_back"):
+            reply_to = None  # a thread's fallback reply is not a reply to anyone
         body = strip_reply_fallback(event.body)
         me = self.client.user_id
         mentioned = me in (content.get("m.mentions", {}) or {}).get("user_ids", [])
@@ -203,7 +263,7 @@ class MatrixAdapter:
         name = room.user_name(event.sender) if room else None
         return Incoming(
             platform="matrix",
-            room=room_id,
+            room=thread_room(room_id, thread),
             sender=event.sender,
             sender_name=name or event.sender,
             text=body,
@@ -227,6 +287,13 @@ class MatrixAdapter:
                 "body": body,
                 "format": "org.matrix.custom.html",
                 "formatted_body": formatted,
+                # MSC4144 per-message profiles: clients that know them show the agent as
+                # its own sender; the rest show the label in the body.
+                "com.beeper.per_message_profile": {
+                    "id": message.agent,
+                    "displayname": message.agent,
+                    "has_fallback": True,
+                },
             }
         else:
             content = {"msgtype": "m.notice", "body": message.text}
@@ -242,11 +309,23 @@ class MatrixAdapter:
 
     async def send(self, message: Outgoing) -> str:
         content = self._content(message)
-        if message.reply_to:
+        room, thread = split_thread_room(message.room)
+        if thread:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": not message.reply_to,
+                "m.in_reply_to": {"event_id": message.reply_to or thread},
+            }
+        elif message.reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
-        return await self._send(message.room, content)
+        return await self._send(room, content)
+
+    def parent_room(self, room: str) -> str:
+        return split_thread_room(room)[0]
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
+        room = split_thread_room(room)[0]
         new = self._content(message)
         content = {
             **new,
@@ -261,6 +340,7 @@ class MatrixAdapter:
     async def is_admin(self, room: str, user: str) -> bool:
         """Room admins and moderators (power level 50 or more) may change the recipe. From
         room version 12 on, creators outrank every power level and are not listed in it."""
+        room = split_thread_room(room)[0]
         matrix_room = self.client.rooms.get(room)
         if matrix_room is None:
             return False

@@ -239,6 +239,9 @@ class TelegramAdapter:
             if "message is not modified" not in str(exc).lower():
                 raise
 
+    def parent_room(self, room: str) -> str:
+        return str(chat_and_thread(room)[0])
+
     async def is_admin(self, room: str, user: str) -> bool:
         chat, _thread = chat_and_thread(room)
         member = await self.bot.get_chat_member(chat, int(user))

@@ -69,7 +69,11 @@ async def build(config: Config, web: bool = False) -> Gateway:
         from adapters.matrix import MatrixAdapter, MatrixSettings
 
         settings = MatrixSettings(**config.platforms["matrix"])
-        await gateway.add_adapter(MatrixAdapter(settings, _may_invite(config, "matrix")))
+        await gateway.add_adapter(
+            MatrixAdapter(
+                settings, _may_invite(config, "matrix"), config.home / "matrix-session.json"
+            )
+        )
         log.info("matrix: connected as %s", settings.user_id)
     if web:
         from adapters.web import WebAdapter, load_token

@@ -172,11 +172,14 @@ class Gateway:
         """Closed by default: a room or a user must be listed (or `*` given)."""
         user = f"{incoming.platform}:{incoming.sender}"
         rooms = self.config.allowed_rooms
+        adapter = self.adapters.get(incoming.platform)
+        parent = getattr(adapter, "parent_room", lambda room: room)(incoming.room)
         users = [*self.config.allowed_users, *self.config.admins]
         return (
             incoming.platform in ("web", "terminal")
             or "*" in rooms
             or incoming.key in rooms
+            or f"{incoming.platform}:{parent}" in rooms  # a thread or topic of an allowed room
             or f"{incoming.platform}:*" in rooms
             or "*" in users
             or user in users

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -67,10 +68,16 @@ class Person:
             self._task.cancel()
         await self.client.close()
 
-    async def say(self, room: str, text: str) -> str:
-        response = await self.client.room_send(
-            room, "m.room.message", {"msgtype": "m.text", "body": text}
-        )
+    async def say(self, room: str, text: str, thread: str | None = None) -> str:
+        content: dict[str, Any] = {"msgtype": "m.text", "body": text}
+        if thread:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": thread},
+            }
+        response = await self.client.room_send(room, "m.room.message", content)
         assert isinstance(response, nio.RoomSendResponse), response
         return response.event_id
 
@@ -79,6 +86,8 @@ class Person:
         latest: dict[str, str] = {}
         order: list[str] = []
         kinds: dict[str, str] = {}
+        threads: dict[str, str | None] = {}
+        profiles: dict[str, dict[str, Any]] = {}
         for event in self.events:
             if event["room"] != room or event.get("sender") != bot:
                 continue
@@ -92,7 +101,20 @@ class Person:
                 order.append(event["event_id"])
                 latest.setdefault(event["event_id"], content.get("body", ""))
                 kinds[event["event_id"]] = content.get("msgtype", "")
-        return [{"id": i, "body": latest[i], "msgtype": kinds[i]} for i in order]
+                threads[event["event_id"]] = (
+                    relation.get("event_id") if relation.get("rel_type") == "m.thread" else None
+                )
+                profiles[event["event_id"]] = content.get("com.beeper.per_message_profile", {})
+        return [
+            {
+                "id": i,
+                "body": latest[i],
+                "msgtype": kinds[i],
+                "thread": threads[i],
+                "profile": profiles[i].get("displayname"),
+            }
+            for i in order
+        ]
 
     def memberships(self, room: str, user: str) -> list[str]:
         return [
@@ -231,6 +253,67 @@ async def test_invited_bot_runs_a_recipe_and_refuses_non_admins(
     finally:
         await gateway.close()
         gateway.store.close()
+
+
+async def test_a_thread_is_a_room_of_its_own_and_agents_answer_in_it(
+    synapse: Synapse, people: tuple[Person, Person, str], tmp_path: Path
+) -> None:
+    alice, bob, bot = people
+    env = make_home(tmp_path, synapse, bot, [f"matrix:{alice.user_id}"])
+    room = await room_with(alice, bob, bot)
+    async with running(env):
+        await until(lambda: "join" in alice.memberships(room, bot), what="the bot to join")
+        root = await alice.say(room, "a thread about duos")
+        await alice.say(room, "/recipe use duo", thread=root)
+        await until(
+            lambda: any("now runs duo@" in m["body"] for m in alice.from_bot(room, bot)),
+            what="the recipe to attach in the thread",
+        )
+        await alice.say(room, "hello thread", thread=root)
+        turns = await until(
+            lambda: (
+                found
+                if len(
+                    found := [
+                        m
+                        for m in alice.from_bot(room, bot)
+                        if m["msgtype"] == "m.text" and "hello thread" in m["body"]
+                    ]
+                )
+                >= 2
+                else None
+            ),
+            what="two agent turns in the thread",
+        )
+        in_thread = [
+            m
+            for m in alice.from_bot(room, bot)
+            if "hello thread" in m["body"] or "now runs duo@" in m["body"]
+        ]
+        assert in_thread and all(m["thread"] == root for m in in_thread), in_thread
+        assert [m["profile"] for m in turns[:2]] == ["first", "second"]
+        # the main room kept its own (default) recipe: the thread's attach did not touch it
+        await alice.say(room, "/recipe show")
+        shown = await until(
+            lambda: [
+                m
+                for m in alice.from_bot(room, bot)
+                if m["thread"] is None and m["msgtype"] == "m.notice"
+            ],
+            what="an answer in the main room",
+        )
+        assert "duo@" not in shown[0]["body"]
+    # a restart resumes the bot's device instead of logging in a new one each time
+    session = Path(env["POTLUCK_HOME"]) / "matrix-session.json"
+    assert session.stat().st_mode & 0o777 == 0o600
+    device = json.loads(session.read_text())["device_id"]
+    async with running(env) as gateway:
+        assert gateway.adapters["matrix"].client.device_id == device
+        await alice.say(room, "still there?", thread=root)
+        await until(
+            lambda: any("still there?" in m["body"] for m in alice.from_bot(room, bot)),
+            what="an answer after the restart",
+        )
 
 
 async def test_an_encrypted_room_is_refused_in_the_open(
