@@ -82,6 +82,10 @@ relays = []
 # [telegram]
 # token = "..."             (from @BotFather; or POTLUCK_TELEGRAM_TOKEN in the environment)
 
+# [discord]
+# token = "..."             (Developer Portal → Bot; turn on MESSAGE CONTENT INTENT there;
+#                            or POTLUCK_DISCORD_TOKEN in the environment)
+
 [secrets]
 # openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
 """
@@ -141,6 +145,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
 PLATFORM_KEYS = {
     "matrix": ("homeserver", "user_id", "password", "access_token", "device_id"),
     "telegram": ("token", "base_url", "base_file_url"),
+    "discord": ("token", "api_base"),
 }
 
 

@@ -120,6 +120,18 @@ async def build(config: Config, web: bool = False) -> Gateway:
         )
         await gateway.add_adapter(telegram)
         log.info("telegram: connected as @%s", telegram.username)
+    if "discord" in config.platforms:
+        from adapters.discord import DiscordAdapter, DiscordSettings
+
+        from .commands import SPECS
+
+        discord_room = DiscordAdapter(
+            DiscordSettings(**config.platforms["discord"]),
+            SPECS,
+            lambda: [s.recipe.name for s in library.heads()],
+        )
+        await gateway.add_adapter(discord_room)
+        log.info("discord: connected as %s", discord_room.client.user)
     return gateway
 
 
