@@ -1,20 +1,30 @@
-"""Telegram, through python-telegram-bot's Bot: long polling with our own offset.
+"""Telegram, through python-telegram-bot's Bot: long polling with our own offset, or a
+webhook when `webhook_url` is set.
 
 The update offset is the cursor: it is reported only after an update has been handed to the
 gateway, so a restart resumes exactly there (and Telegram redelivers what was never
 confirmed, which the gateway's store turns into a no-op). Forum topics are rooms of their
 own (`chat:topic`). Group flood limits are about 20 messages a minute, so edits are slower
 here than elsewhere, and `RetryAfter` is passed on for the outbox to wait out.
+
+Webhook mode: Telegram posts each update to `webhook_url` (a public HTTPS address that a
+reverse proxy forwards to `webhook_listen`, loopback by default), one at a time, with a
+secret header checked here; an update is acknowledged only once the gateway has stored it,
+so Telegram redelivers anything not acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import html
 import logging
+import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from aiohttp import web
 from telegram import (
     Bot,
     BotCommand,
@@ -23,6 +33,7 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputFile,
+    Update,
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
@@ -44,6 +55,8 @@ class TelegramSettings:
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
     poll_timeout: int = 30
+    webhook_url: str = ""  # set to receive updates by webhook instead of long polling
+    webhook_listen: str = "127.0.0.1:8738"
 
 
 def room_of(chat_id: int, thread_id: int | None, is_forum: bool) -> str:
@@ -73,6 +86,7 @@ class TelegramAdapter:
         self.username = ""
         self.bot_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
 
     async def connect(self) -> None:
         await self.bot.initialize()  # getMe: a wrong token fails here, clearly
@@ -84,10 +98,48 @@ class TelegramAdapter:
         await self.bot.set_my_commands(admins, scope=BotCommandScopeAllChatAdministrators())
 
     async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
+        if self.settings.webhook_url:
+            await self._start_webhook(on_incoming, on_cursor)
+            return
+        await self.bot.delete_webhook()  # a webhook left set would make getUpdates fail (409)
         offset = int(cursor) + 1 if cursor else None
         self._task = asyncio.create_task(self._poll(offset, on_incoming, on_cursor))
 
+    async def _start_webhook(self, on_incoming: OnIncoming, on_cursor: OnCursor) -> None:
+        secret = secrets.token_urlsafe(32)  # new at every start: only this process accepts
+        lock = asyncio.Lock()
+
+        async def receive(request: web.Request) -> web.Response:
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+            if not hmac.compare_digest(given, secret):
+                return web.Response(status=403)
+            update = Update.de_json(await request.json(), self.bot)
+            async with lock:  # in order, even if Telegram opened more than one connection
+                incoming = await self._incoming(update) if update else None
+                if incoming is not None:
+                    await on_incoming(incoming)  # stored before we acknowledge
+                if update is not None:
+                    await on_cursor(str(update.update_id))
+            return web.Response(text="ok")
+
+        app = web.Application(client_max_size=1 << 20)
+        path = urlsplit(self.settings.webhook_url).path or "/"
+        app.router.add_post(path, receive)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        host, _, port = self.settings.webhook_listen.rpartition(":")
+        await web.TCPSite(self._runner, host or "127.0.0.1", int(port)).start()
+        await self.bot.set_webhook(
+            self.settings.webhook_url,
+            secret_token=secret,
+            max_connections=1,
+            allowed_updates=["message", "callback_query"],
+        )
+        log.info("telegram: webhook at %s, listening on %s", path, self.settings.webhook_listen)
+
     async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

@@ -144,7 +144,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
 
 PLATFORM_KEYS = {
     "matrix": ("homeserver", "user_id", "password", "access_token", "device_id"),
-    "telegram": ("token", "base_url", "base_file_url"),
+    "telegram": ("token", "base_url", "base_file_url", "webhook_url", "webhook_listen"),
     "discord": ("token", "api_base"),
 }
 

@@ -4,17 +4,21 @@ It implements what Potluck uses, with Telegram's own shapes: `getMe`, long-polli
 `getUpdates` with offsets (updates below the offset are confirmed and dropped), a second
 concurrent poller gets 409, `sendMessage`, `editMessageText` (400 "message is not
 modified"), `deleteMessage`, `setMyCommands` per scope, `getChatMember`, and 429 with
-`retry_after` on demand. Tests play the people by queuing updates.
+`retry_after` on demand; `setWebhook` / `deleteWebhook`, after which updates are POSTed to
+the webhook one at a time with the secret header, and kept (redelivered) until one is
+answered with 2xx. Tests play the people by queuing updates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 BOT = {
@@ -55,6 +59,9 @@ class FakeTelegram:
         self.answered: list[str] = []
         self._arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.webhook: dict[str, Any] = {}
+        self.pushed: list[int] = []  # update ids the webhook acknowledged
+        self._pusher: asyncio.Task[None] | None = None
         self.url = ""
 
     # -- the people's side ------------------------------------------------------------------
@@ -194,7 +201,47 @@ class FakeTelegram:
         self.commands[scope] = [c["command"] for c in params["commands"]]
         return self.ok(True)
 
+    async def api_setWebhook(self, params: dict[str, Any]) -> web.Response:
+        self.webhook = {"url": params["url"], "secret": params.get("secret_token", "")}
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push())
+        self._arrived.set()
+        return self.ok(True)
+
+    async def api_deleteWebhook(self, params: dict[str, Any]) -> web.Response:
+        self.webhook = {}
+        return self.ok(True)
+
+    async def _push(self) -> None:
+        """Deliver to the webhook in order; an update stays queued until acknowledged."""
+        async with aiohttp.ClientSession() as session:
+            while self.webhook:
+                if not self.updates:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), 0.5)
+                    continue
+                update = self.updates[0]
+                headers = {"X-Telegram-Bot-Api-Secret-Token": self.webhook["secret"]}
+                try:
+                    async with session.post(
+                        self.webhook["url"], json=update, headers=headers
+                    ) as response:
+                        if response.status < 300:
+                            self.updates.pop(0)
+                            self.pushed.append(update["update_id"])
+                            continue
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.3)  # Telegram retries later
+
     async def api_getUpdates(self, params: dict[str, Any]) -> web.Response:
+        if self.webhook:
+            return self.error(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         if self.polling:
             return self.error(409, "Conflict: terminated by other getUpdates request")
         self.polling = True
@@ -355,5 +402,8 @@ class FakeTelegram:
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self.webhook = {}
+        if self._pusher is not None:
+            self._pusher.cancel()
         if self._runner is not None:
             await self._runner.cleanup()

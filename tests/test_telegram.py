@@ -208,3 +208,56 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         await until(
             lambda: any("broken.yaml" in t for t in texts(telegram)), what=lambda: texts(telegram)
         )
+
+
+async def test_webhook_mode_checks_the_secret_and_redelivers_what_was_missed(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hook = f"http://127.0.0.1:{port}/telegram/hook"
+    env = {
+        **home(tmp_path, telegram),
+        "POTLUCK_TELEGRAM_WEBHOOK_URL": hook,
+        "POTLUCK_TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+    }
+    async with gateway(env):
+        assert telegram.webhook["url"] == hook and len(telegram.webhook["secret"]) >= 32
+        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
+        telegram.say(CHAT, BOB, "by webhook", name="bob")
+        await until(
+            lambda: sum("by webhook" in t for t in texts(telegram)) >= 2,
+            what=lambda: texts(telegram),
+        )
+        assert "getUpdates" not in telegram.calls
+        forged = {
+            "update_id": 999,
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "text": "/stop",
+                "chat": {"id": CHAT, "type": "group"},
+                "from": {"id": BOB, "is_bot": False, "first_name": "bob"},
+            },
+        }
+        async with aiohttp.ClientSession() as session:
+            async with session.post(hook, json=forged) as response:
+                assert response.status == 403
+            headers = {"X-Telegram-Bot-Api-Secret-Token": "guess"}
+            async with session.post(hook, json=forged, headers=headers) as response:
+                assert response.status == 403
+    telegram.say(CHAT, BOB, "while the hook was down", name="bob")  # queued, retried
+    await asyncio.sleep(0.5)
+    async with gateway(env):
+        await until(
+            lambda: sum("while the hook was down" in t for t in texts(telegram)) >= 2,
+            what=lambda: texts(telegram),
+        )
+        await asyncio.sleep(1.0)
+    assert sum("by webhook" in t and "down" not in t for t in texts(telegram)) == 2
+    assert len(telegram.pushed) == len(set(telegram.pushed)) == 3
