@@ -26,6 +26,8 @@ from aiohttp import WSMsgType, web
 from .base import Incoming, OnCursor, OnIncoming, Outgoing
 
 PAGE = Path(__file__).with_name("web_page.html")
+STATIC = Path(__file__).with_name("web_static")
+SCRIPTS = ("noble-secp256k1.js", "receipts.js")  # the only files /static/ serves
 COOKIE = "potluck_token"
 HISTORY = 500
 
@@ -54,6 +56,7 @@ class WebAdapter:
         port: int = 8737,
         recipes: Callable[[], list[dict[str, Any]]] = list,
         probes: dict[str, Callable[[], tuple[str, str]]] | None = None,
+        routes: list[web.RouteDef] | None = None,
     ) -> None:
         self.token = token
         self.host = host
@@ -61,6 +64,8 @@ class WebAdapter:
         self.recipes = recipes
         # Open endpoints for monitors (`/health`, `/metrics`): path -> () -> (body, type).
         self.probes = probes or {}
+        # The gateway's own pages (gallery, watch, receipts), behind the same guard.
+        self.routes = routes or []
         self.user = "you"
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
@@ -97,6 +102,10 @@ class WebAdapter:
             return web.Response(
                 status=403, text="Open the link with the token that `potluck serve` printed."
             )
+        elif request.headers.get("Upgrade", "").lower() == "websocket" and not self._origin_ok(
+            request
+        ):
+            return web.Response(status=403, text="cross-origin WebSocket refused")
         response = await handler(request)
         if self._token_ok(query_token) and not request.path.startswith("/ws/"):
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
@@ -110,11 +119,21 @@ class WebAdapter:
             text=html,
             content_type="text/html",
             headers={
-                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
                 "style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
                 "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer",
             },
+        )
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in SCRIPTS:
+            raise web.HTTPNotFound()
+        return web.Response(
+            text=(STATIC / name).read_text(encoding="utf-8"),
+            content_type="text/javascript",
+            headers={"X-Content-Type-Options": "nosniff"},
         )
 
     @staticmethod
@@ -179,6 +198,9 @@ class WebAdapter:
         history = self._history.setdefault(room, deque(maxlen=HISTORY))
         if line["type"] == "edit" and line["id"] in self._index:
             self._index[line["id"]]["text"] = line["text"]
+        elif line["type"] == "receipt":
+            if line["id"] in self._index:  # replayed with the message to a late joiner
+                self._index[line["id"]]["receipt"] = line["event"]
         else:
             history.append(line)
             self._index[line["id"]] = line
@@ -196,6 +218,8 @@ class WebAdapter:
         app.router.add_get("/api/rooms", self._rooms)
         app.router.add_post("/api/rooms", self._create_room)
         app.router.add_get("/ws/{room}", self._socket)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_routes(self.routes)
         for path, probe in self.probes.items():
             app.router.add_get(path, self._probe(probe))
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -234,6 +258,12 @@ class WebAdapter:
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
         await self._publish(room, {"type": "edit", "id": message_id, "text": message.text})
         await asyncio.sleep(0)
+
+    async def receipt(self, room: str, message_id: str, event_json: str) -> None:
+        """The signed event of a message: the page checks it itself and shows the result."""
+        await self._publish(
+            room, {"type": "receipt", "id": message_id, "event": json.loads(event_json)}
+        )
 
     async def is_admin(self, room: str, user: str) -> bool:
         return True  # the person at this machine owns the gateway

@@ -384,6 +384,26 @@ def receipts_export(
         click.echo(f"{len(rows)} reveals → {reveals} (mode 0600)", err=True)
 
 
+@receipts.command("share")
+@click.argument("session_id")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="The .html to write."
+)
+@click.option("--title", default="Potluck session", show_default=True)
+@pass_context
+def receipts_share(context: Context, session_id: str, output: Path, title: str) -> None:
+    """A session as one HTML file that verifies its own receipts, offline, in any browser.
+    It contains the texts: share it only where the conversation may be read."""
+    from .receipts.share import share_html
+
+    try:
+        page = share_html(_ledger(context), session_id, title)
+    except LookupError as exc:
+        _fail(str(exc))
+    output.write_text(page, encoding="utf-8")
+    click.echo(f"transcript with receipts → {output}", err=True)
+
+
 @receipts.command("reveal")
 @click.argument("event_id", required=False)
 @click.option(

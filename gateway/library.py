@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from runtime.recipes import Recipe, fork, set_field, validate_data, version_id
+from runtime.recipes import (
+    Recipe,
+    derive,
+    fork,
+    parse_recipe,
+    set_field,
+    validate_data,
+    version_id,
+)
 from runtime.recipes.errors import Problem, RecipeError
 from runtime.recipes.files import bundled_recipes
 from runtime.recipes.version import SHORT, canonical_bytes
@@ -161,3 +169,33 @@ class Library:
 
     def set(self, ref: str, path: str, value: str) -> Saved:
         return self.save(set_field(self.get(ref).recipe, path, value))
+
+    def replace(self, ref: str, text: str) -> Saved:
+        """A new version from edited YAML, its parent the version edited. Errors carry the
+        line in `text`; the name stays (forking is how a recipe gets a new one)."""
+        current = self.get(ref)
+        source = f"{current.recipe.name}.yaml"
+        edited = parse_recipe(text, source)
+        if edited.name != current.recipe.name:
+            raise RecipeError(
+                [
+                    Problem(
+                        source,
+                        _line_of(text, "name"),
+                        "name",
+                        f"an edit keeps the name {current.recipe.name!r}",
+                        "fork the recipe to give it another name",
+                    )
+                ]
+            )
+        if version_id(edited) == current.id:
+            return current
+        data = edited.model_dump(mode="json")
+        return self.save(derive(current.recipe, data, source))
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return number
+    return None

@@ -21,6 +21,7 @@ from adapters.base import Adapter, Attachment, Outgoing, RateLimited
 
 from .store.db import Store
 from .store.models import Outbox, now
+from .watch import Watch
 
 log = logging.getLogger("potluck.outbox")
 CUT_NOTE = "\n\n[cut off: the gateway restarted before this turn finished]"
@@ -91,10 +92,24 @@ def split_paragraphs(text: str, limit: int) -> list[str]:
 class Delivery:
     """Sends and edits through one adapter, waiting out rate limits."""
 
-    def __init__(self, adapter: Adapter, store: Store, attempts: int = 8) -> None:
+    def __init__(
+        self, adapter: Adapter, store: Store, attempts: int = 8, watch: Watch | None = None
+    ) -> None:
         self.adapter = adapter
         self.store = store
         self.attempts = attempts
+        self.watch = watch
+
+    def show(self, room: str, line_id: str, message: Outgoing, edit: bool = False) -> None:
+        """Tell spectators what the room now shows."""
+        if self.watch is None:
+            return
+        line: dict[str, object] = {"type": "edit" if edit else "message", "id": line_id}
+        line["text"] = message.text
+        if not edit:
+            line["who"] = message.agent or "potluck"
+            line["role"] = "agent" if message.agent else "notice"
+        self.watch.publish(f"{self.adapter.name}:{room}", line)
 
     async def _retry(self, action) -> object:  # type: ignore[no-untyped-def]
         for attempt in range(self.attempts):
@@ -143,6 +158,7 @@ class Delivery:
             row_id = self._row(room_id, part, "pending")
             message_id = str(await self._retry(lambda p=part: self.adapter.send(p)))
             self._update(row_id, state="sent", platform_message_id=message_id, attempts=1)
+            self.show(part.room, f"out{row_id}", part)
             first = first or message_id
         return first
 
@@ -201,6 +217,7 @@ class Stream:
             await self.delivery._retry(lambda: self.delivery.adapter.send(placeholder))
         )
         self.delivery._update(self.row_id, state="streaming", platform_message_id=self.message_id)
+        self.delivery.show(self.room, f"out{self.row_id}", placeholder)
         self._last_edit = time.monotonic()
 
     async def _edit(self, text: str) -> None:
@@ -218,6 +235,7 @@ class Stream:
             self._last_edit = time.monotonic()
             if self.row_id is not None:
                 self.delivery._update(self.row_id, payload=to_payload(self._message(text)))
+                self.delivery.show(self.room, f"out{self.row_id}", self._message(shown), True)
 
     async def update(self, text: str) -> None:
         """New text so far; edits at most once per interval, the latest text winning."""
@@ -247,6 +265,7 @@ class Stream:
             await self.delivery.send(self.room_id, self._message(piece))
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
+            self.delivery.show(self.room, f"out{self.row_id}", first, True)
 
     async def cut(self, reason: str) -> None:
         if self._pending is not None:
@@ -258,3 +277,4 @@ class Stream:
             )
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="cut")
+            self.delivery.show(self.room, f"out{self.row_id}", self._message(note), True)

@@ -90,6 +90,7 @@ async def build(config: Config, web: bool = False) -> Gateway:
             ]
 
         from . import metrics
+        from .web_console import WebConsole
 
         probes = {
             "/health": lambda: (metrics.health(gateway), "text/plain"),
@@ -101,6 +102,7 @@ async def build(config: Config, web: bool = False) -> Gateway:
             config.web_port,
             recipes,
             probes,
+            WebConsole(gateway).routes(),
         )
         await gateway.add_adapter(room)
         # the URL carries the token: printed for the person, never logged

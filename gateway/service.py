@@ -29,9 +29,11 @@ from .config import Config
 from .library import Library, Saved
 from .outbox import Delivery, Stream
 from .receipts.ledger import Ledger
+from .receipts.nostr import Event
 from .rooms import attach, end_session, ensure_room, start_session
 from .store.db import Store
 from .store.models import AdapterCursor, Message, Room, Session, now
+from .watch import Watch
 
 log = logging.getLogger("potluck.gateway")
 
@@ -78,6 +80,7 @@ class Gateway:
         self.deliveries: dict[str, Delivery] = {}
         self.rooms: dict[str, RoomState] = {}
         self.counters = {"incoming": 0, "turns": 0, "commands": 0, "refused": 0}
+        self.watch = Watch()
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -96,7 +99,7 @@ class Gateway:
 
     async def add_adapter(self, adapter: Adapter) -> None:
         self.adapters[adapter.name] = adapter
-        self.deliveries[adapter.name] = Delivery(adapter, self.store)
+        self.deliveries[adapter.name] = Delivery(adapter, self.store, watch=self.watch)
         await adapter.connect()
         await self._recover(adapter.name)
 
@@ -237,6 +240,16 @@ class Gateway:
         if message_id is None:
             return
         self.counters["incoming"] += 1
+        self.watch.publish(
+            incoming.key,
+            {
+                "type": "message",
+                "id": f"in{message_id}",
+                "who": incoming.sender_name,
+                "role": "person",
+                "text": incoming.text,
+            },
+        )
         command = parse(incoming.text)
         if isinstance(command, Command) and command.name == "stop":
             self._set_state(message_id, "handled")
@@ -349,9 +362,10 @@ class Gateway:
                 )
                 .values(session_id=room.session_id)
             )
-            self.ledger.person(
+            signed = self.ledger.person(
                 room.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text
             )
+        await self.show_receipt(room, incoming.event_id, signed)
         room.transcript.append(
             Line(incoming.sender_name, "person" if addressed else "observed", incoming.text)
         )
@@ -398,7 +412,15 @@ class Gateway:
         message = Outgoing(room.platform_room, text, None, reply_to, True, attachments, choices)
         await delivery.send(room.room_id, message)
 
-    def record_turn(self, room: RoomState, turn: Turn) -> None:
+    async def show_receipt(self, room: RoomState, message_id: str | None, event: Event) -> None:
+        """Platforms that can show a message's receipt (the web room) are given it."""
+        adapter = self.adapters.get(room.platform)
+        show = getattr(adapter, "receipt", None)
+        if show is not None and message_id:
+            with contextlib.suppress(Exception):  # a badge must never break a conversation
+                await show(room.platform_room, message_id, event.to_json())
+
+    def record_turn(self, room: RoomState, turn: Turn) -> Event:
         """An agent's finished turn: the message and its signed receipt in one commit."""
         assert room.session_id is not None
         with self.ledger.batch() as conn:
@@ -413,7 +435,7 @@ class Gateway:
                     "state": "sent",
                 },
             )
-            self.ledger.record_turn(room.session_id, turn)
+            return self.ledger.record_turn(room.session_id, turn)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -594,12 +616,15 @@ class ChatListener(Listener):
         text = turn.text if turn.finish != "error" else f"(could not answer: {turn.notes[-1]})"
         if turn.finish == "pass":
             text = "(passes)"
+        message_id = None
         if self.stream is not None:
+            message_id = self.stream.message_id
             await self.stream.finish(text)
             self.stream = None
         self.gateway.counters["turns"] += 1
         if turn.finish != "error":
-            self.gateway.record_turn(self.room, turn)
+            event = self.gateway.record_turn(self.room, turn)
+            await self.gateway.show_receipt(self.room, message_id, event)
 
     async def tool_result(self, agent: Agent, outcome: ToolOutcome) -> None:
         assert self.room.session_id is not None

@@ -159,6 +159,14 @@ def test_receipts_verify_export_and_reveal(home: Path, tmp_path: Path) -> None:
     lie = potluck(home, "receipts", "reveal", "--check", str(proof_file), ok=False)
     assert "does not match" in lie.stderr
 
+    page = tmp_path / "s.html"  # checked in a browser by tests/test_web.py
+    potluck(home, "receipts", "share", sid, "-o", str(page), "--title", "CLI <test>")
+    html = page.read_text()
+    assert "Is this thing on?" in html and "CLI &lt;test&gt;" in html
+    assert html.count('"event"') == 4 and "<script>window" not in html
+    missing = potluck(home, "receipts", "share", "nope", "-o", str(page), ok=False)
+    assert "no receipts for session nope" in missing.stderr
+
 
 def test_run_holds_a_whole_conversation_in_the_terminal_with_receipts(
     home: Path, tmp_path: Path

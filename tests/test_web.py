@@ -16,6 +16,7 @@ import pytest
 from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair, write_key_file
+from gateway.receipts.kinds import AGENT_TURN, PERSON_MESSAGE
 from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
@@ -27,6 +28,12 @@ ARTIFACTS = ROOT / "artifacts"
 
 @contextlib.asynccontextmanager
 async def web_room(tmp: Path) -> AsyncIterator[Any]:
+    async with web_gateway(tmp) as gateway:
+        yield gateway.adapters["web"]
+
+
+@contextlib.asynccontextmanager
+async def web_gateway(tmp: Path) -> AsyncIterator[Any]:
     write_key_file(tmp / "gateway.key", KeyPair.generate())
     store = Store(f"sqlite:///{tmp / 'potluck.db'}")
     library = Library(store)
@@ -36,7 +43,7 @@ async def web_room(tmp: Path) -> AsyncIterator[Any]:
     config = load_config(env={"POTLUCK_HOME": str(tmp), "POTLUCK_WEB_PORT": "0"})
     gateway = await build(config, web=True)
     try:
-        yield gateway.adapters["web"]
+        yield gateway
     finally:
         await gateway.close()
         gateway.store.close()
@@ -72,16 +79,22 @@ async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: 
             await ws.send_json({"text": "hi <b>there</b>"})
             texts: dict[str, str] = {}
             agents: dict[str, str] = {}
+            signed: dict[str, dict] = {}
             async for message in ws:
                 line = message.json()
+                if line["type"] == "receipt":  # the signed event of a message shown
+                    signed[line["id"]] = line["event"]
+                    if len(set(signed) & set(agents)) >= 2:
+                        break
+                    continue
                 texts[line["id"]] = line["text"]
                 if line.get("agent"):
                     agents[line["id"]] = line["agent"]
-                if sum("echo" in texts[i] for i in agents) >= 2:
-                    break
             assert any("now runs duo@" in t for t in texts.values())
             assert sorted(agents.values()) == ["first", "second"]
             assert all("hi <b>there</b>" in texts[i] for i in agents)
+            assert all(signed[i]["kind"] == AGENT_TURN for i in agents)
+            assert any(e["kind"] == PERSON_MESSAGE for e in signed.values())  # the person's line
 
 
 def chromium() -> str:
@@ -91,24 +104,28 @@ def chromium() -> str:
     return path  # type: ignore[return-value]
 
 
+async def launch(pw: Any) -> Any:
+    """Debian's Chromium, headless, nothing fetched from the network."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return await pw.chromium.launch(
+        executable_path=chromium(),
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
 async def test_a_person_talks_to_several_agents_in_a_real_browser(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    executable = chromium()
-    ARTIFACTS.mkdir(exist_ok=True)
     async with web_room(tmp_path) as web, async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=executable,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = await launch(pw)
         page = await browser.new_page()
         await page.goto(web.url)
         await page.screenshot(path=str(ARTIFACTS / "web-recipes.png"))
@@ -178,3 +195,159 @@ async def test_health_and_metrics_are_open_to_a_local_monitor_and_count(tmp_path
         assert int(values["potluck_turns_total"]) == 2
         assert int(values["potluck_rooms"]) >= 1 and int(values["potluck_receipts_signed"]) >= 4
         assert "# TYPE potluck_turns_total counter" in text
+
+
+def test_the_vendored_verifier_is_the_published_package() -> None:
+    """noble-secp256k1 3.2.0's index.js, byte for byte (see adapters/web_static/README.md)."""
+    import hashlib
+
+    static = ROOT / "adapters" / "web_static"
+    digest = hashlib.sha256((static / "noble-secp256k1.js").read_bytes()).hexdigest()
+    assert digest == "ba5aadb469e9208f2da1c9878ab6bb93d2c894f84e6c7ebf9dbf9462741b9fb7"
+    assert "MIT License" in (static / "noble-secp256k1.LICENSE").read_text()
+
+
+async def test_gallery_fork_edit_shows_a_schema_error_at_its_line(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with web_room(tmp_path) as web, async_playwright() as pw:
+        browser = await launch(pw)
+        page = await browser.new_page()
+        await page.goto(web.url)
+        await page.click("#nav-gallery")
+        await page.click("button[data-open=duo]")
+        await page.wait_for_selector("#detail-ref >> text=duo@")
+        await page.screenshot(path=str(ARTIFACTS / "web-gallery.png"), full_page=True)
+        await page.fill("#fork-name", "my-duo")
+        await page.click("#fork")
+        await page.wait_for_selector("#problems >> text=forked as my-duo@")
+        lineage = await page.text_content("#lineage")
+        assert "my-duo@" in lineage and "duo@" in lineage.split("←")[1]
+
+        text = await page.input_value("#yaml")
+        broken = text.replace("max_rounds:", "max_roundz:", 1)
+        line = next(n for n, row in enumerate(broken.splitlines(), 1) if "max_roundz" in row)
+        await page.fill("#yaml", broken)
+        await page.click("#save")
+        await page.wait_for_selector(".gutter span.err")
+        marked = await page.eval_on_selector_all(
+            ".gutter span.err", "spans => spans.map(s => Number(s.dataset.line))"
+        )
+        assert marked == [line]
+        problems = await page.text_content("#problems")
+        assert f"line {line}" in problems and "max_roundz" in problems
+        assert "did you mean 'max_rounds'" in problems
+        await page.screenshot(path=str(ARTIFACTS / "web-editor-error.png"), full_page=True)
+
+        await page.fill("#yaml", text.replace("title: Echo duo", "title: My echo duo", 1))
+        await page.click("#save")
+        await page.wait_for_selector("#problems >> text=saved my-duo@")
+        assert "title" in await page.text_content("#changes")
+        assert await page.eval_on_selector_all(".gutter span.err", "s => s.length") == 0
+        await page.click("#lineage button")  # diff against the version it came from
+        await page.wait_for_selector("#changes >> text=→")
+        assert "My echo duo" in await page.text_content("#changes")
+        await browser.close()
+
+
+async def test_an_exported_transcript_verifies_from_disk_and_a_changed_byte_fails(
+    tmp_path: Path,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    async with web_room(tmp_path) as web, async_playwright() as pw:
+        browser = await launch(pw)
+        page = await browser.new_page()
+        await page.goto(web.url)
+        await page.click("button[data-recipe=duo]")
+        await page.wait_for_selector("text=now runs duo@")
+        await page.fill("#text", "a line worth keeping")
+        await page.click("#send")
+        await page.wait_for_function(  # both agents' turns signed and checked in the page
+            "() => document.querySelectorAll('.msg.agent .receipt.ok').length >= 2",
+            timeout=30_000,
+        )
+        assert await page.eval_on_selector_all(".receipt.bad", "s => s.length") == 0
+        await page.click("#verify")
+        await page.wait_for_selector("#chain >> text=chain verified")
+        async with page.expect_download() as download_info:
+            await page.click("#export button")
+        download = await download_info.value
+        exported = tmp_path / "transcript.html"
+        await download.save_as(exported)
+        await browser.close()
+
+        browser = await launch(pw)  # a fresh browser, offline, the file alone
+        page = await browser.new_page()
+        await page.goto(exported.as_uri())
+        await page.wait_for_function("() => document.body.dataset.verified", timeout=20_000)
+        assert await page.evaluate("() => document.body.dataset.verified") == "yes"
+        assert "receipts verified" in await page.text_content("#status")
+        shown = await page.text_content("#transcript")
+        assert "a line worth keeping" in shown and "echo" in shown
+        await page.screenshot(path=str(ARTIFACTS / "transcript-verified.png"), full_page=True)
+
+        original = exported.read_bytes()
+        at = original.index(b"a line worth keeping")
+        altered = tmp_path / "altered.html"
+        altered.write_bytes(original[:at] + b"A" + original[at + 1 :])  # one byte
+        await page.goto(altered.as_uri())
+        await page.wait_for_function("() => document.body.dataset.verified", timeout=20_000)
+        assert await page.evaluate("() => document.body.dataset.verified") == "no"
+        assert "FAILED" in await page.text_content("#status")
+        bad = await page.eval_on_selector_all(".badge.bad", "s => s.map(n => n.textContent)")
+        assert len(bad) == 1 and "not the text that was signed" in bad[0]
+        await page.screenshot(path=str(ARTIFACTS / "transcript-altered.png"), full_page=True)
+
+        signature = original.index(b'"sig": "') + len(b'"sig": "')
+        flipped = b"0" if original[signature : signature + 1] != b"0" else b"1"
+        forged = tmp_path / "forged.html"
+        forged.write_bytes(original[:signature] + flipped + original[signature + 1 :])
+        await page.goto(forged.as_uri())
+        await page.wait_for_function("() => document.body.dataset.verified", timeout=20_000)
+        assert await page.evaluate("() => document.body.dataset.verified") == "no"
+        bad = await page.eval_on_selector_all(".badge.bad", "s => s.map(n => n.textContent)")
+        assert len(bad) == 1 and "signature" in bad[0]
+        await browser.close()
+
+
+async def test_watch_shows_a_room_on_another_platform_live_and_read_only(
+    tmp_path: Path,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    from adapters.base import Incoming
+
+    from .test_gateway_core import MemoryPlatform
+
+    async with web_gateway(tmp_path) as gateway, async_playwright() as pw:
+        platform = MemoryPlatform()  # stands in for a Matrix/Telegram/Discord room
+        platform.admins.add("u1")
+        await gateway.add_adapter(platform)
+        gateway.config.allowed_rooms.append("mem:r1")
+        await platform.on_incoming(Incoming("mem", "r1", "u1", "carol", "/recipe use duo", "e1"))
+        web = gateway.adapters["web"]
+        browser = await launch(pw)
+        page = await browser.new_page()
+        await page.goto(web.url)
+        await page.click("#nav-watch")
+        await page.click("button[data-watch='mem:r1']")
+        await page.wait_for_selector("#watch-log >> text=now runs duo@")
+        await platform.on_incoming(
+            Incoming("mem", "r1", "u1", "carol", "hello spectators", "e2", mentions_bot=True)
+        )
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#watch-log .msg.agent .body')]"
+            ".filter(n => n.textContent.includes('hello spectators')).length >= 2",
+            timeout=30_000,
+        )
+        people = await page.eval_on_selector_all(
+            "#watch-log .msg.person", "ns => ns.map(n => n.innerText)"
+        )
+        assert any("carol" in p and "hello spectators" in p for p in people)
+        assert (
+            await page.eval_on_selector_all("#view-watch form, #view-watch input", "n => n.length")
+            == 0
+        )
+        await page.screenshot(path=str(ARTIFACTS / "web-watch.png"), full_page=True)
+        await browser.close()

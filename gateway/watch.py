@@ -1,0 +1,58 @@
+"""Spectators: a read-only live view of any room, whatever platform it is on.
+
+The gateway publishes what a room sees (people's messages as they arrive, agents' turns as
+they are streamed to the platform, notices) and each spectator gets its own queue, primed
+with the room's recent lines. Nothing here can write to a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+RECENT = 200
+QUEUE = 1000  # a spectator this far behind is dropped rather than slowing the room
+
+
+class Watch:
+    def __init__(self) -> None:
+        self._recent: dict[str, deque[dict[str, Any]]] = {}
+        self._index: dict[str, dict[str, Any]] = {}
+        self._spectators: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+
+    def publish(self, room: str, line: dict[str, Any]) -> None:
+        """`line` is {"type": "message", "id", "who", "role", "text"} or
+        {"type": "edit", "id", "text"}; `room` is the platform:room key."""
+        recent = self._recent.setdefault(room, deque(maxlen=RECENT))
+        if line["type"] == "edit":
+            shown = self._index.get(line["id"])
+            if shown is not None:
+                shown["text"] = line["text"]
+        else:
+            if len(recent) == recent.maxlen:
+                self._index.pop(recent[0]["id"], None)
+            line = dict(line)
+            recent.append(line)
+            self._index[line["id"]] = line
+        for queue in list(self._spectators.get(room, ())):
+            try:
+                queue.put_nowait(dict(line))
+            except asyncio.QueueFull:
+                self._spectators[room].discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)  # told to go: it fell too far behind
+
+    def rooms(self) -> list[str]:
+        return sorted(self._recent)
+
+    def subscribe(self, room: str) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE + RECENT)
+        for line in self._recent.get(room, ()):
+            queue.put_nowait(dict(line))
+        self._spectators.setdefault(room, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, room: str, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._spectators.get(room, set()).discard(queue)
