@@ -743,16 +743,11 @@ def sandbox_list(context: Context) -> None:
 def serve_command(context: Context, verbose: bool) -> None:
     """Run the gateway: the configured chat platforms, rooms, agents, sandboxes, receipts."""
     import asyncio
-    import logging
 
+    from . import logs
     from .serve import serve
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("LiteLLM", "httpx", "docker", "urllib3", "nio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(context.config, verbose)
     if not context.config.key_file.exists():
         _fail("no gateway key yet: run `potluck init` first")
     asyncio.run(serve(context.config))

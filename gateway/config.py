@@ -33,6 +33,10 @@ class Config:
     web_host: str = "127.0.0.1"
     web_port: int = 8737
     default_recipe: str = "solo"
+    shutdown_grace_s: float = 10.0  # SIGTERM: how long running turns may finish
+    # Spend limits over a period ([budgets]): period = day | week | month (UTC calendar),
+    # room_usd / user_usd / room_tokens / user_tokens; 0 or absent means no limit.
+    budgets: dict[str, Any] = field(default_factory=dict)
     # Per-platform settings ([matrix], [telegram], [discord]); tokens and passwords in them
     # are secrets and are kept out of repr() like the rest.
     platforms: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
@@ -86,6 +90,13 @@ relays = []
 # token = "..."             (Developer Portal → Bot; turn on MESSAGE CONTENT INTENT there;
 #                            or POTLUCK_DISCORD_TOKEN in the environment)
 
+[budgets]
+# Spend limits per room and per person over a period (day | week | month, UTC), checked
+# before every model call. Leave out or 0 for none.
+# period = "day"
+# room_usd = 1.00
+# user_usd = 0.50
+
 [secrets]
 # openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
 """
@@ -134,12 +145,45 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             web_host=env.get("POTLUCK_WEB_HOST", web.get("host", "127.0.0.1")),
             web_port=int(env.get("POTLUCK_WEB_PORT", web.get("port", 8737))),
             default_recipe=env.get("POTLUCK_DEFAULT_RECIPE", gateway.get("default_recipe", "solo")),
+            shutdown_grace_s=float(
+                env.get("POTLUCK_SHUTDOWN_GRACE_S", gateway.get("shutdown_grace_s", 10.0))
+            ),
+            budgets=_budgets(data.get("budgets", {}), env),
             platforms=_platforms(data, env),
             secrets=secrets,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+BUDGET_KEYS = ("room_usd", "user_usd", "room_tokens", "user_tokens")
+
+
+def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """[budgets], each key overridable as POTLUCK_BUDGET_<KEY>; checked here, not at use."""
+    found: dict[str, Any] = {}
+    period = env.get("POTLUCK_BUDGET_PERIOD", section.get("period", "day"))
+    if period not in ("day", "week", "month"):
+        raise ConfigError(f"[budgets] period must be day, week or month, not {period!r}")
+    for key in BUDGET_KEYS:
+        raw = env.get(f"POTLUCK_BUDGET_{key.upper()}", section.get(key))
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"[budgets] {key} cannot be negative")
+        if value:
+            found[key] = value
+    unknown = set(section) - {"period", *BUDGET_KEYS}
+    if unknown:
+        raise ConfigError(
+            f"[budgets] has unknown keys {sorted(unknown)}; use period, {', '.join(BUDGET_KEYS)}"
+        )
+    return {"period": period, **found} if found else {}
 
 
 PLATFORM_KEYS = {

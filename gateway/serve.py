@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from adapters.base import Incoming
 from runtime.models.client import Models
@@ -141,8 +142,15 @@ async def serve(config: Config) -> None:
     gateway = await build(config, web=True)
     scheduler = start_scheduler(gateway)
     if "web" in gateway.adapters:
-        url = gateway.adapters["web"].url  # type: ignore[attr-defined]
-        print(f"\nPotluck is running. Open the local web room:\n\n    {url}\n", flush=True)
+        web = gateway.adapters["web"]
+        if sys.stdout.isatty():  # the token is for the person at this terminal
+            print(f"\nPotluck is running. Open the local web room:\n\n    {web.url}\n", flush=True)  # type: ignore[attr-defined]
+        else:  # a service's stdout ends up in logs: no token there
+            print(
+                f"Potluck is running: http://{web.host}:{web.port}/ "  # type: ignore[attr-defined]
+                f"(add ?token= with the token in {config.home / 'web.token'})",
+                flush=True,
+            )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,7 +159,9 @@ async def serve(config: Config) -> None:
     await stop.wait()
     log.info("stopping")
     scheduler.shutdown(wait=False)
-    await gateway.close()
+    await gateway.shutdown(config.shutdown_grace_s)
+    gateway.store.close()
+    log.info("stopped cleanly")
     if gateway.sandboxes is not None:
         await gateway.sandboxes.close(stop=False)
     gateway.store.close()

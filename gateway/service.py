@@ -51,6 +51,7 @@ class RoomState:
     saved: Saved | None = None
     transcript: list[Line] = field(default_factory=list)
     budget: Budget | None = None
+    cut_reason: str = "stopped by /stop"  # what a cancelled turn says in the room
 
 
 def _mentions_agent(text: str, agents: list[Agent]) -> bool:
@@ -81,6 +82,7 @@ class Gateway:
         self.rooms: dict[str, RoomState] = {}
         self.counters = {"incoming": 0, "turns": 0, "commands": 0, "refused": 0}
         self.watch = Watch()
+        self.draining = False  # shutting down: store what arrives, answer it after restart
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -158,6 +160,29 @@ class Gateway:
     def _ensure_worker(self, room: RoomState) -> None:
         if room.worker is None or room.worker.done():
             room.worker = asyncio.create_task(self._work(room), name=f"room {room.key}")
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """SIGTERM: take no new work, give running turns `grace_s` to finish, cut off the rest
+        in the open, then close. Whatever is still queued stays stored and is answered after
+        the next start; nothing is dropped."""
+        self.draining = True
+        running = [r.running for r in self.rooms.values() if r.running and not r.running.done()]
+        if running:
+            log.info("shutdown: waiting up to %.0fs for %d turns", grace_s, len(running))
+            await asyncio.wait(running, timeout=grace_s)
+        busy = []
+        for room in self.rooms.values():
+            if room.running is not None and not room.running.done():
+                room.cut_reason = "stopped: the gateway is shutting down; ask again once it is back"
+                room.running.cancel()
+                if room.worker is not None:
+                    busy.append(room.worker)
+        if busy:  # each worker delivers its cut-off note, then stops (draining)
+            await asyncio.wait(busy, timeout=15.0)
+        if self.sandboxes is not None:
+            with contextlib.suppress(Exception):
+                await self.sandboxes.close()
+        await self.close()
 
     async def close(self) -> None:
         for room in self.rooms.values():
@@ -255,11 +280,13 @@ class Gateway:
             self._set_state(message_id, "handled")
             await self._stop(room)
             return
+        if self.draining:
+            return  # stored as received: answered after the restart
         self._ensure_worker(room)
         await room.queue.put((message_id, incoming))
 
     async def _work(self, room: RoomState) -> None:
-        while True:
+        while not self.draining:
             message_id, incoming = await room.queue.get()
             self._set_state(message_id, "processing")
             try:
@@ -384,7 +411,7 @@ class Gateway:
         except asyncio.CancelledError:
             if asyncio.current_task() is not None and asyncio.current_task().cancelling():
                 raise
-            await listener.cut("stopped by /stop")
+            await listener.cut(room.cut_reason)
         finally:
             room.running = None
 
