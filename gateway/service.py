@@ -24,6 +24,7 @@ from runtime.recipes import Agent, RecipeError, diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
 from runtime.tools import SandboxToolbox, ToolOutcome
 
+from .budgets import Budgets, RoomBudget
 from .commands import Command, CommandError, help_text, is_command, parse
 from .config import Config
 from .library import Library, Saved
@@ -32,7 +33,7 @@ from .receipts.ledger import Ledger
 from .receipts.nostr import Event
 from .rooms import attach, end_session, ensure_room, start_session
 from .store.db import Store
-from .store.models import AdapterCursor, Message, Room, Session, now
+from .store.models import AdapterCursor, Message, Room, Session, Spend, now
 from .watch import Watch
 
 log = logging.getLogger("potluck.gateway")
@@ -52,6 +53,7 @@ class RoomState:
     transcript: list[Line] = field(default_factory=list)
     budget: Budget | None = None
     cut_reason: str = "stopped by /stop"  # what a cancelled turn says in the room
+    asker: str = ""  # platform:user whose message the agents are answering (for budgets)
 
 
 def _mentions_agent(text: str, agents: list[Agent]) -> bool:
@@ -83,6 +85,7 @@ class Gateway:
         self.counters = {"incoming": 0, "turns": 0, "commands": 0, "refused": 0}
         self.watch = Watch()
         self.draining = False  # shutting down: store what arrives, answer it after restart
+        self.budgets = Budgets(store, config.budgets)
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -398,8 +401,13 @@ class Gateway:
         )
         if not addressed:
             return
+        room.asker = f"{incoming.platform}:{incoming.sender}"
         if room.budget is None:
-            room.budget = Budget(recipe.limits.max_tokens, recipe.limits.max_cost_usd)
+            room.budget = RoomBudget(
+                recipe.limits.max_tokens,
+                recipe.limits.max_cost_usd,
+                period=lambda: self.budgets.check(room.room_id, room.asker, now()),
+            )
         toolbox = None
         if self.sandboxes is not None and any(a.tools for a in recipe.agents):
             toolbox = SandboxToolbox(self.sandboxes, room.key, recipe.sandbox)
@@ -460,6 +468,18 @@ class Gateway:
                     "sender": turn.agent,
                     "text": turn.text,
                     "state": "sent",
+                },
+            )
+            conn.execute(
+                insert(Spend),
+                {
+                    "room_id": room.room_id,
+                    "session_id": room.session_id,
+                    "user": room.asker,
+                    "agent": turn.agent,
+                    "model": turn.model,
+                    "tokens": turn.tokens_in + turn.tokens_out,
+                    "cost_usd": turn.cost_usd,
                 },
             )
             return self.ledger.record_turn(room.session_id, turn)
@@ -577,8 +597,11 @@ class Gateway:
                 await self._converse(room, run, force=True)
             elif name == "budget":
                 budget = room.budget
+                period = self.budgets.report(
+                    room.room_id, f"{incoming.platform}:{incoming.sender}", now()
+                )
                 if budget is None:
-                    await say("nothing spent in this session yet.")
+                    await say(f"nothing spent in this session yet.\n{period}")
                 else:
                     rows = "\n".join(
                         f"  {agent}: {tokens} tokens, ${cost:.4f}"
@@ -586,7 +609,7 @@ class Gateway:
                     )
                     await say(
                         f"this session: {budget.tokens}/{budget.max_tokens} tokens, "
-                        f"${budget.cost_usd:.4f}/${budget.max_cost_usd:.2f}\n{rows}"
+                        f"${budget.cost_usd:.4f}/${budget.max_cost_usd:.2f}\n{rows}\n{period}"
                     )
             elif name == "receipts":
                 self._load(room)

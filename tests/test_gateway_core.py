@@ -314,3 +314,70 @@ async def test_a_notice_resent_after_a_crash_keeps_its_buttons_and_files(store: 
     delivery._row(room_id, original, "pending")  # recorded, then the gateway died
     assert await Delivery(platform, store).recover({room_id: "r1"}) == 1
     assert platform.sent == [original]
+
+
+def test_budget_periods_are_calendar_windows() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.budgets import Spent, over_limit, period_end, period_start
+
+    moment = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # a Wednesday
+    assert period_start(moment, "day") == datetime(2026, 11, 25, tzinfo=UTC)
+    assert period_start(moment, "week") == datetime(2026, 11, 23, tzinfo=UTC)
+    assert period_start(moment, "month") == datetime(2026, 11, 1, tzinfo=UTC)
+    assert period_end(moment, "month") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert period_end(datetime(2026, 12, 31, tzinfo=UTC), "month") == datetime(
+        2027, 1, 1, tzinfo=UTC
+    )
+    limits = {"period": "day", "room_usd": 1.0, "user_tokens": 100}
+    assert over_limit(limits, Spent(50, 0.99), Spent(99, 0)) is None
+    assert "this room's daily budget of $1.00" in str(
+        over_limit(limits, Spent(0, 1.0), Spent(0, 0))
+    )
+    assert "your daily budget of 100 tokens" in str(over_limit(limits, Spent(0, 0), Spent(100, 0)))
+
+
+async def test_budgets_per_room_and_person_stop_the_agents_with_a_clear_message(
+    tmp_path: Path, store: Store
+) -> None:
+    config = load_config(
+        env={
+            "POTLUCK_HOME": str(tmp_path),
+            "POTLUCK_ALLOWED_ROOMS": "mem:*",
+            "POTLUCK_BUDGET_ROOM_TOKENS": "60",
+            "POTLUCK_BUDGET_USER_TOKENS": "100",
+        }
+    )
+    library = Library(store)
+    library.save(validate_data({**ECHO, "trigger": "every_message"}))
+    ledger = Ledger(store, KeyPair.generate())
+    gw = Gateway(config, store, library, ledger, Models(), default_recipe="echo-room")
+    platform = MemoryPlatform()
+    await gw.add_adapter(platform)
+    try:
+        for n in range(4):  # the room's 60 tokens go after a few exchanges
+            await platform.on_incoming(Incoming("mem", "r1", "bob", "bob", f"hi {n}", f"a{n}"))
+        await settle(gw)
+        stopped = [t for t in said(platform) if "budget" in t]
+        assert stopped and "this room's daily budget of 60 tokens is spent" in stopped[0]
+        assert "resets" in stopped[0]
+        answered = sum(t.startswith("echo:") for t in said(platform))
+        assert 0 < answered < 4
+
+        # another room: bob's own 100 tokens run out there too; carol is still fine
+        for n in range(6):
+            await platform.on_incoming(Incoming("mem", "r2", "bob", "bob", f"yo {n}", f"b{n}"))
+        await settle(gw)
+        assert any("your daily budget of 100 tokens is spent" in t for t in said(platform))
+        before = sum(t.startswith("echo:") for t in said(platform))
+        await platform.on_incoming(Incoming("mem", "r2", "carol", "carol", "me?", "c1"))
+        await settle(gw)
+        assert sum(t.startswith("echo:") for t in said(platform)) == before + 1
+
+        await platform.on_incoming(Incoming("mem", "r1", "bob", "bob", "/budget", "d1"))
+        await settle(gw)
+        report = said(platform)[-1]
+        assert "echo on scripted/echo:" in report and "(limit 60 tokens)" in report
+        assert "you:" in report and "(limit 100 tokens)" in report
+    finally:
+        await gw.close()

@@ -155,3 +155,22 @@ class AdapterCursor(Base):
     adapter: Mapped[str] = mapped_column(String(64), primary_key=True)
     cursor: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Spend(Base):
+    """What each agent turn cost, and whose message it answered: budgets over periods."""
+
+    __tablename__ = "spend"
+    __table_args__ = (
+        Index("ix_spend_room_created", "room_id", "created_at"),
+        Index("ix_spend_user_created", "user", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    user: Mapped[str] = mapped_column(String(255))  # platform:user whose message it answered
+    agent: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(255))
+    tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
