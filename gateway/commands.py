@@ -49,8 +49,19 @@ SPECS: dict[str, Spec] = {
     "sandbox reset": Spec(
         "/sandbox reset", "a fresh sandbox and empty workspace (asks first)", True, 0, 1
     ),
+    "schedule add": Spec(
+        "/schedule add WHEN RECIPE [TEXT]",
+        'run RECIPE here on a timetable, e.g. /schedule add weekdays 9:00 standup "plans?"',
+        True,
+        2,
+        None,
+    ),
+    "schedule list": Spec("/schedule list", "this room's schedules and their next runs"),
+    "schedule cancel": Spec(
+        "/schedule cancel ID", "cancel one of this room's schedules", True, 1, 1
+    ),
 }
-GROUPS = {"recipe", "sandbox"}
+GROUPS = {"recipe", "sandbox", "schedule"}
 PREFIXES = ("/", "!potluck ")
 
 
@@ -127,11 +138,10 @@ def platform_commands() -> list[tuple[str, str, bool]]:
     menu: dict[str, tuple[str, bool]] = {}
     for name, spec in SPECS.items():
         top = name.split()[0]
-        summary = (
-            "recipes: list, show, use, fork, set, diff, history, export"
-            if top == "recipe"
-            else spec.summary
-        )
+        summary = {
+            "recipe": "recipes: list, show, use, fork, set, diff, history, export",
+            "schedule": "run a recipe here on a timetable: add, list, cancel",
+        }.get(top, spec.summary)
         admin = menu[top][1] and spec.admin if top in menu else spec.admin
         menu[top] = (summary, admin)
     return [(name, summary, admin) for name, (summary, admin) in menu.items()]

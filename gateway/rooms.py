@@ -37,22 +37,31 @@ def attach(store: Store, room_id: int, version_id: str) -> None:
         db.get(Room, room_id).recipe_version_id = version_id
 
 
-def start_session(store: Store, room_id: int, version_id: str) -> str:
-    """A new live session; the room's previous live session, if any, is ended."""
+def start_session(store: Store, room_id: int, version_id: str, live: bool = True) -> str:
+    """A new live session; the room's previous live session, if any, is ended. With
+    live=False, a side session (a scheduled run) that leaves the room's own alone."""
     session_id = str(uuid.uuid4())
     with store.session.begin() as db:
-        for live in db.scalars(
-            select(Session).where(Session.room_id == room_id, Session.status == "live")
-        ):
-            live.status, live.ended_at = "ended", now()
-        db.add(Session(id=session_id, room_id=room_id, recipe_version_id=version_id))
+        if live:
+            for old in db.scalars(
+                select(Session).where(Session.room_id == room_id, Session.status == "live")
+            ):
+                old.status, old.ended_at = "ended", now()
+        db.add(
+            Session(
+                id=session_id,
+                room_id=room_id,
+                recipe_version_id=version_id,
+                status="live" if live else "side",
+            )
+        )
     return session_id
 
 
 def end_session(store: Store, session_id: str, status: str = "ended") -> None:
     with store.session.begin() as db:
         session = db.get(Session, session_id)
-        if session is not None and session.status == "live":
+        if session is not None and session.status in ("live", "side"):
             session.status, session.ended_at = status, now()
 
 

@@ -1,6 +1,7 @@
-"""The gateway's own recurring jobs, on APScheduler: relay publishing and sandbox reaping.
+"""APScheduler in `potluck serve`: the gateway's own recurring jobs (relay publishing,
+sandbox reaping) in memory, and the rooms' `/schedule` jobs in the store (schedules.py).
 
-Each job is short and idempotent, so a run missed while the gateway was down is simply
+The own jobs are short and idempotent, so a run missed while the gateway was down is simply
 coalesced into the next one.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .receipts.publisher import publish_pending
+from .schedules import Schedules
 
 log = logging.getLogger("potluck.scheduler")
 
@@ -37,5 +39,6 @@ def start_scheduler(gateway: Any, publish_every_s: int = 30, reap_every_s: int =
 
     scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
     scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
+    gateway.schedules = Schedules(scheduler, gateway)  # rooms' jobs, kept in the store
     scheduler.start()
     return scheduler

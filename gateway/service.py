@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -20,7 +21,7 @@ from adapters.base import Adapter, Attachment, Incoming, Outgoing
 from runtime.conductor import Budget, Conductor, Listener, Turn
 from runtime.context import Line
 from runtime.models.client import Models
-from runtime.recipes import Agent, RecipeError, diff, short_ref, to_yaml
+from runtime.recipes import Agent, Recipe, RecipeError, diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
 from runtime.tools import SandboxToolbox, ToolOutcome
 
@@ -31,12 +32,14 @@ from .library import Library, Saved
 from .outbox import Delivery, Stream
 from .receipts.ledger import Ledger
 from .receipts.nostr import Event
-from .rooms import attach, end_session, ensure_room, start_session
+from .rooms import attach, end_session, ensure_room, start_session, update_settings
+from .schedules import WhenError, split_when
 from .store.db import Store
 from .store.models import AdapterCursor, Message, Room, Session, Spend, now
 from .watch import Watch
 
 log = logging.getLogger("potluck.gateway")
+SCHEDULE_EVENT = "schedule:"  # event ids of scheduled runs: schedule:ID:RECIPE:TIME
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Gateway:
         self.watch = Watch()
         self.draining = False  # shutting down: store what arrives, answer it after restart
         self.budgets = Budgets(store, config.budgets)
+        self.schedules: Any = None  # set by the scheduler when `potluck serve` runs one
 
     # -- wiring ----------------------------------------------------------------------------
 
@@ -303,6 +307,9 @@ class Gateway:
                 await self.notice(room, f"something went wrong: {exc}")
 
     async def _process(self, room: RoomState, message_id: int, incoming: Incoming) -> None:
+        if incoming.event_id.startswith(SCHEDULE_EVENT) and incoming.sender == "potluck":
+            await self._scheduled_run(room, incoming)
+            return
         if is_command(incoming.text):
             parsed = parse(incoming.text)
             if parsed is None:
@@ -383,37 +390,46 @@ class Gateway:
                 )
             )
         )
-        assert room.session_id is not None
-        with self.ledger.batch() as conn:  # the message joins its session with its receipt
-            conn.execute(
-                update(Message)
-                .where(
-                    Message.platform_event_id == incoming.event_id, Message.room_id == room.room_id
-                )
-                .values(session_id=room.session_id)
-            )
-            signed = self.ledger.person(
-                room.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text
-            )
-        await self.show_receipt(room, incoming.event_id, signed)
+        await self._sign_person(room, room, incoming)
         room.transcript.append(
             Line(incoming.sender_name, "person" if addressed else "observed", incoming.text)
         )
         if not addressed:
             return
         room.asker = f"{incoming.platform}:{incoming.sender}"
-        if room.budget is None:
-            room.budget = RoomBudget(
+        await self._respond(room, room, recipe)
+
+    async def _sign_person(self, room: RoomState, state: RoomState, incoming: Incoming) -> None:
+        """The person's message joins `state`'s session, in one commit with its receipt."""
+        assert state.session_id is not None
+        with self.ledger.batch() as conn:
+            conn.execute(
+                update(Message)
+                .where(
+                    Message.platform_event_id == incoming.event_id, Message.room_id == room.room_id
+                )
+                .values(session_id=state.session_id)
+            )
+            signed = self.ledger.person(
+                state.session_id, f"{incoming.platform}:{incoming.sender}", incoming.text
+            )
+        await self.show_receipt(room, incoming.event_id, signed)
+
+    async def _respond(self, room: RoomState, state: RoomState, recipe: Recipe) -> None:
+        """The agents answer `state`'s transcript (the room's, or a scheduled run's own
+        session) in `room`, as a task `/stop` can cancel."""
+        if state.budget is None:
+            state.budget = RoomBudget(
                 recipe.limits.max_tokens,
                 recipe.limits.max_cost_usd,
-                period=lambda: self.budgets.check(room.room_id, room.asker, now()),
+                period=lambda: self.budgets.check(state.room_id, state.asker, now()),
             )
         toolbox = None
         if self.sandboxes is not None and any(a.tools for a in recipe.agents):
             toolbox = SandboxToolbox(self.sandboxes, room.key, recipe.sandbox)
-        conductor = Conductor(recipe, self.models, room.budget, toolbox)
-        listener = ChatListener(self, room)
-        room.running = asyncio.create_task(conductor.respond(room.transcript, listener))
+        conductor = Conductor(recipe, self.models, state.budget, toolbox)
+        listener = ChatListener(self, state)
+        room.running = asyncio.create_task(conductor.respond(state.transcript, listener))
         try:
             await room.running
         except asyncio.CancelledError:
@@ -422,6 +438,91 @@ class Gateway:
             await listener.cut(room.cut_reason)
         finally:
             room.running = None
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def _schedule_command(self, room: RoomState, command: Command, say: Any) -> None:
+        if self.schedules is None:
+            await say("schedules run only under `potluck serve` (its scheduler is not running).")
+            return
+        if command.name == "schedule list":
+            found = self.schedules.of_room(room.key)
+            lines = [
+                f"  {s.id}: {s.when} → {s.recipe}"
+                + (f" “{s.text}”" if s.text else "")
+                + (f", next {s.next_run:%a %Y-%m-%d %H:%M %Z}" if s.next_run else "")
+                for s in found
+            ]
+            await say("\n".join(["schedules here:", *lines]) if lines else "no schedules here.")
+        elif command.name == "schedule cancel":
+            gone = self.schedules.cancel(room.key, command.args[0])
+            await say(
+                f"cancelled schedule {command.args[0]}."
+                if gone
+                else f"no schedule {command.args[0]} here; see /schedule list"
+            )
+        else:
+            try:
+                when, rest = split_when(command.raw_args)
+                if not rest:
+                    raise WhenError("name the recipe to run after WHEN")
+                saved = self.library.get(rest[0])
+                added = self.schedules.add(room.key, when, saved.recipe.name, " ".join(rest[1:]))
+            except WhenError as exc:
+                await say(f"{exc}. Usage: {command.spec.usage}")
+                return
+            next_run = f"{added.next_run:%a %Y-%m-%d %H:%M %Z}" if added.next_run else "never"
+            await say(
+                f"scheduled {added.id}: {saved.ref} {when}; next run {next_run}. "
+                f"Cancel with /schedule cancel {added.id}"
+            )
+
+    async def scheduled(
+        self, room_key: str, recipe: str, text: str, schedule_id: str, fired_at: datetime
+    ) -> None:
+        """A schedule fired: queue its run in the room like a message, keyed by the fire time,
+        so a run is made once even if the gateway restarts around it."""
+        platform, _, platform_room = room_key.partition(":")
+        if platform not in self.adapters:
+            log.warning("schedule %s: %s is not connected; run skipped", schedule_id, platform)
+            return
+        event = f"{SCHEDULE_EVENT}{schedule_id}:{recipe}:{fired_at:%Y%m%dT%H%M}"
+        incoming = Incoming(
+            platform, platform_room, "potluck", "schedule", text, event, mentions_bot=True
+        )
+        room = self._room(platform, platform_room)
+        message_id = self._store_incoming(room, incoming)
+        if message_id is None or self.draining:
+            return
+        self._ensure_worker(room)
+        await room.queue.put((message_id, incoming))
+
+    def missed(self, room_key: str, when: str, recipe: str, next_run: datetime | None) -> None:
+        room = self.rooms.get(room_key)
+        if room is None:
+            return
+        after = f"; next run {next_run:%Y-%m-%d %H:%M %Z}" if next_run else ""
+        text = f"(missed the scheduled run of {recipe} ({when}) while the gateway was down{after})"
+        asyncio.get_running_loop().create_task(self.notice(room, text))
+
+    async def _scheduled_run(self, room: RoomState, incoming: Incoming) -> None:
+        """One scheduled conversation: the recipe in a session of its own, then done."""
+        recipe_ref = incoming.event_id.removeprefix(SCHEDULE_EVENT).split(":")[1]
+        saved = self.library.get(recipe_ref)
+        state = RoomState(room.room_id, room.key, room.platform, room.platform_room)
+        state.saved, state.asker = saved, "potluck:schedule"
+        state.session_id = start_session(self.store, room.room_id, saved.id, live=False)
+        self.ledger.open(state.session_id, saved.recipe.name)
+        await self.notice(room, f"scheduled run of {saved.ref}: {incoming.text}")
+        await self._sign_person(room, state, incoming)
+        state.transcript = [Line("schedule", "person", incoming.text)]
+        try:
+            await self._respond(room, state, saved.recipe)
+        finally:
+            self.ledger.close(state.session_id, "scheduled run done")
+            end_session(self.store, state.session_id)
+            if room.saved is not None:  # the ledger's room setting names the room's recipe
+                update_settings(self.store, room.room_id, recipe_name=room.saved.recipe.name)
 
     async def _stop(self, room: RoomState) -> None:
         if room.running is not None and not room.running.done():
@@ -620,6 +721,8 @@ class Gateway:
                     f"session {room.session_id}: {report.checked} signed events, {status}."
                     f" Gateway key {self.ledger.keys.npub}"
                 )
+            elif name.startswith("schedule "):
+                await self._schedule_command(room, command, say)
             elif name == "sandbox reset" and args != ("confirm",):
                 await self.notice(
                     room,

@@ -1,0 +1,205 @@
+"""`/schedule`: run a recipe in a room on a timetable, kept in the store across restarts.
+
+Jobs live in APScheduler's SQLAlchemy job store, in the gateway's own database, so they
+survive restarts and move with a backup. Missed-run policy: a run missed while the gateway
+was down is made once at start if it is at most an hour late (several missed runs coalesce
+into one); a later one is skipped and the room is told. When a job fires, the room's worker
+runs the recipe as a session of its own (`Gateway.scheduled`), so the room's conversation
+and attached recipe are untouched and `/stop` works as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.triggers.cron import CronTrigger
+
+log = logging.getLogger("potluck.schedules")
+
+STORE = "rooms"  # the job store of room schedules (the gateway's own jobs stay in memory)
+GRACE_S = 3600
+DAYS = {
+    "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
+    "friday": "fri", "saturday": "sat", "sunday": "sun",
+}  # fmt: skip
+WHEN_HELP = (
+    'WHEN is "hourly", "daily 9:00", "weekdays 9:00", "weekends 10:30", "mondays 9:00" '
+    '(any day), or five cron fields in quotes, e.g. "30 8 * * 1-5"'
+)
+
+_gateway: Any = None  # the running gateway, for jobs loaded back from the store
+
+
+class WhenError(ValueError):
+    pass
+
+
+def _time(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,2})(?::(\d{2}))?", text)
+    if not match or int(match[1]) > 23 or int(match[2] or 0) > 59:
+        raise WhenError(f"{text!r} is not a time of day like 9:00 or 18:30")
+    return int(match[1]), int(match[2] or 0)
+
+
+def split_when(raw: str) -> tuple[str, list[str]]:
+    """The WHEN at the start of `raw`, and the words after it. Pure."""
+    stripped = raw.strip()
+    try:
+        words = shlex.split(stripped)
+    except ValueError as exc:
+        raise WhenError(f"{exc} (check your quotes)") from None
+    if not words:
+        raise WhenError(WHEN_HELP)
+    if stripped[:1] in "\"'":
+        return words[0], words[1:]
+    head = words[0].lower()
+    if head == "hourly":
+        return head, words[1:]
+    day = head.removesuffix("s")
+    if head in ("daily", "weekdays", "weekends") or day in DAYS or head in DAYS:
+        if len(words) < 2:
+            raise WhenError(f"{head} needs a time, e.g. {head} 9:00")
+        return f"{head} {words[1]}", words[2:]
+    raise WhenError(WHEN_HELP)
+
+
+def cron_fields(when: str) -> dict[str, str]:
+    """APScheduler cron fields for a WHEN. Pure."""
+    words = when.lower().split()
+    if len(words) == 5:
+        minute, hour, day, month, weekdays = words
+        fields = {"minute": minute, "hour": hour, "day": day, "month": month}
+        fields["day_of_week"] = cron_weekdays(weekdays)
+        try:
+            CronTrigger(**fields)  # validates every field
+        except ValueError as exc:
+            raise WhenError(f"{when!r} is not a cron expression: {exc}") from None
+        return fields
+    if words == ["hourly"]:
+        return {"minute": "0"}
+    if len(words) == 2:
+        hour, minute = _time(words[1])
+        at = {"hour": str(hour), "minute": str(minute)}
+        if words[0] == "daily":
+            return at
+        if words[0] == "weekdays":
+            return {**at, "day_of_week": "mon-fri"}
+        if words[0] == "weekends":
+            return {**at, "day_of_week": "sat,sun"}
+        day = DAYS.get(words[0]) or DAYS.get(words[0].removesuffix("s"))
+        if day:
+            return {**at, "day_of_week": day}
+    raise WhenError(WHEN_HELP)
+
+
+CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_weekdays(field: str) -> str:
+    """Cron's day-of-week field (0 or 7 = Sunday) as day names: APScheduler 3 counts from
+    Monday, so numbers cannot be passed through. Pure."""
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        base, _, step = part.partition("/")
+        if base == "*":
+            low, high = 0, 6
+        elif "-" in base:
+            a, _, b = base.partition("-")
+            low, high = _day(a), _day(b)
+        else:
+            low = high = _day(base)
+        if high < low:
+            raise WhenError(f"day range {base!r} runs backwards")
+        days.update(range(low, high + 1, int(step) if step.isdigit() and step != "0" else 1))
+    return ",".join(CRON_DAYS[d % 7] for d in sorted({d % 7 for d in days}))
+
+
+def _day(token: str) -> int:
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    if token[:3] in CRON_DAYS:
+        return CRON_DAYS.index(token[:3])
+    raise WhenError(f"{token!r} is not a day of the week (0-7 or mon..sun)")
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    id: str
+    when: str
+    recipe: str
+    text: str
+    next_run: datetime | None
+
+
+async def fire(room: str, recipe: str, text: str, schedule_id: str) -> None:
+    """A job's function: referenced by name in the store, so it must stay importable here."""
+    if _gateway is None:
+        log.warning("schedule %s fired with no gateway running", schedule_id)
+        return
+    await _gateway.scheduled(room, recipe, text, schedule_id, datetime.now().astimezone())
+
+
+class Schedules:
+    def __init__(self, scheduler: Any, gateway: Any) -> None:
+        global _gateway
+        _gateway = gateway
+        self.scheduler = scheduler
+        self.gateway = gateway
+        scheduler.add_jobstore(
+            SQLAlchemyJobStore(engine=gateway.store.engine, tablename="apscheduler_jobs"), STORE
+        )
+        scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+
+    def add(self, room: str, when: str, recipe: str, text: str) -> Scheduled:
+        fields = cron_fields(when)
+        schedule_id = uuid.uuid4().hex[:6]
+        job = self.scheduler.add_job(
+            fire,
+            CronTrigger(**fields),
+            kwargs={"room": room, "recipe": recipe, "text": text, "schedule_id": schedule_id},
+            id=f"{room}|{schedule_id}",
+            name=when,
+            jobstore=STORE,
+            misfire_grace_time=GRACE_S,
+            coalesce=True,
+            max_instances=1,
+        )
+        return Scheduled(schedule_id, when, recipe, text, job.next_run_time)
+
+    def of_room(self, room: str) -> list[Scheduled]:
+        found = []
+        for job in self.scheduler.get_jobs(jobstore=STORE):
+            if job.kwargs.get("room") == room:
+                found.append(
+                    Scheduled(
+                        job.kwargs["schedule_id"],
+                        job.name,
+                        job.kwargs["recipe"],
+                        job.kwargs["text"],
+                        job.next_run_time,
+                    )
+                )
+        return sorted(found, key=lambda s: s.next_run or datetime.max.astimezone())
+
+    def cancel(self, room: str, schedule_id: str) -> bool:
+        job = self.scheduler.get_job(f"{room}|{schedule_id}", jobstore=STORE)
+        if job is None:
+            return False
+        job.remove()
+        return True
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        job = self.scheduler.get_job(event.job_id, jobstore=STORE)
+        if job is None:
+            return
+        self.gateway.missed(job.kwargs["room"], job.name, job.kwargs["recipe"], job.next_run_time)
