@@ -753,6 +753,35 @@ def serve_command(context: Context, verbose: bool) -> None:
     asyncio.run(serve(context.config))
 
 
+@cli.command("backup")
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@pass_context
+def backup_command(context: Context, output: Path) -> None:
+    """The store, the gateway key and config in one archive (mode 0600); safe while serving."""
+    from .backup import BackupError, backup
+
+    try:
+        manifest = backup(context.config, output)
+    except (BackupError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"backup of the {manifest.database} store and keys → {output} (keep it private)")
+
+
+@cli.command("restore")
+@click.argument("archive", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing store and key (kept aside).")
+@pass_context
+def restore_command(context: Context, archive: Path, force: bool) -> None:
+    """Put a backup back: checked member by member first; refuses while the gateway runs."""
+    from .backup import BackupError, restore
+
+    try:
+        manifest = restore(context.config, archive, force)
+    except (BackupError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"restored the {manifest.database} store and keys from {manifest.created}")
+
+
 @cli.command("chat")
 @click.argument("recipe", required=False)
 @pass_context

@@ -10,6 +10,7 @@ import sys
 from adapters.base import Incoming
 from runtime.models.client import Models
 
+from .backup import serving_lock
 from .commands import Command
 from .config import Config
 from .library import Library
@@ -139,6 +140,11 @@ async def build(config: Config, web: bool = False) -> Gateway:
 
 
 async def serve(config: Config) -> None:
+    with serving_lock(config):  # one gateway per home; restore waits for it to stop
+        await _serve(config)
+
+
+async def _serve(config: Config) -> None:
     gateway = await build(config, web=True)
     scheduler = start_scheduler(gateway)
     if "web" in gateway.adapters:
