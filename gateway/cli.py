@@ -753,6 +753,34 @@ def serve_command(context: Context, verbose: bool) -> None:
     asyncio.run(serve(context.config))
 
 
+@cli.command("doctor")
+@click.option("--no-sandbox", is_flag=True, help="Skip the Docker engine and sandbox probe.")
+@pass_context
+def doctor_command(context: Context, no_sandbox: bool) -> None:
+    """Check what a home server needs (engine, limits, image, key, config, tokens, relays,
+    model, disk) and say exactly what to fix. Exits 1 if anything fails."""
+    import asyncio
+
+    from . import doctor
+    from .config import ConfigError
+
+    try:
+        config = context.config
+    except ConfigError as exc:
+        click.echo(doctor.Check("config", doctor.FAIL, str(exc)).line())
+        raise SystemExit(1) from None
+    click.echo(f"potluck doctor: {config.home}")
+    checks = asyncio.run(doctor.run(config, sandbox=not no_sandbox))
+    for check in checks:
+        colour = {doctor.OK: "green", doctor.WARN: "yellow", doctor.FAIL: "red"}[check.status]
+        click.secho(check.line(), fg=colour)
+    failed = [c for c in checks if c.status == doctor.FAIL]
+    warned = [c for c in checks if c.status == doctor.WARN]
+    click.echo(f"{len(checks)} checks: {len(failed)} failed, {len(warned)} warnings")
+    if failed:
+        raise SystemExit(1)
+
+
 @cli.command("backup")
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
 @pass_context
