@@ -781,6 +781,31 @@ def doctor_command(context: Context, no_sandbox: bool) -> None:
         raise SystemExit(1)
 
 
+@cli.command("docker-proxy")
+@click.option("--listen", default="127.0.0.1:2375", show_default=True, help="HOST:PORT to serve.")
+@click.option("--socket", "socket_path", default="/var/run/docker.sock", show_default=True)
+def docker_proxy_command(listen: str, socket_path: str) -> None:
+    """Forward only the Docker calls sandboxes need (see deploy/compose.yaml). The gateway
+    then gets DOCKER_HOST=tcp://HOST:PORT instead of the socket, which is root on the host."""
+    import asyncio
+    import logging
+
+    from .docker_proxy import serve
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host, _, port = listen.rpartition(":")
+
+    async def main() -> None:
+        server = await serve(host or "127.0.0.1", int(port), socket_path)
+        click.echo(f"docker proxy on {listen} → {socket_path}", err=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 @cli.command("backup")
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
 @pass_context
