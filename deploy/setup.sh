@@ -24,6 +24,8 @@ command -v losetup >/dev/null || packages+=(mount)
 if [ "$mode" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
   command -v chromium >/dev/null || packages+=(chromium fonts-dejavu-core)  # web room tests
+  command -v docker-compose >/dev/null || packages+=(docker-compose)  # validates compose.yaml
+  command -v systemd-analyze >/dev/null || packages+=(systemd)  # verifies the units
 fi
 apt_install "${packages[@]+"${packages[@]}"}"
 

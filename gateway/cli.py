@@ -260,7 +260,15 @@ def recipe_schema() -> None:
 
 
 def main() -> None:
-    cli(prog_name="potluck")
+    try:
+        cli(prog_name="potluck")
+    except PermissionError as exc:  # a home or file this user may not write: say which
+        click.echo(
+            f"error: permission denied: {exc.filename or exc}. POTLUCK_HOME must be "
+            "writable by the user running potluck (and its key readable only by it).",
+            err=True,
+        )
+        raise SystemExit(1) from None
 
 
 # -- receipts ------------------------------------------------------------------------------
@@ -782,7 +790,12 @@ def doctor_command(context: Context, no_sandbox: bool) -> None:
 
 
 @cli.command("docker-proxy")
-@click.option("--listen", default="127.0.0.1:2375", show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:2375",
+    show_default=True,
+    help="HOST:PORT, or unix:PATH (mode 0660: give its group to the gateway's user).",
+)
 @click.option("--socket", "socket_path", default="/var/run/docker.sock", show_default=True)
 def docker_proxy_command(listen: str, socket_path: str) -> None:
     """Forward only the Docker calls sandboxes need (see deploy/compose.yaml). The gateway
@@ -790,15 +803,18 @@ def docker_proxy_command(listen: str, socket_path: str) -> None:
     import asyncio
     import logging
 
-    from .docker_proxy import serve
+    from .docker_proxy import serve, serve_unix
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    host, _, port = listen.rpartition(":")
 
     async def main() -> None:
-        server = await serve(host or "127.0.0.1", int(port), socket_path)
+        if listen.startswith("unix:"):
+            server = await serve_unix(listen.removeprefix("unix:"), socket_path)
+        else:
+            host, _, port = listen.rpartition(":")
+            server = await serve(host or "127.0.0.1", int(port), socket_path)
         click.echo(f"docker proxy on {listen} → {socket_path}", err=True)
         async with server:
             await server.serve_forever()

@@ -201,3 +201,16 @@ async def serve(host: str, port: int, socket_path: str) -> asyncio.AbstractServe
     return await asyncio.start_server(
         lambda r, w: handle(r, w, socket_path), host, port, limit=MAX_BODY
     )
+
+
+async def serve_unix(path: str, socket_path: str, mode: int = 0o660) -> asyncio.AbstractServer:
+    """On a Unix socket: who may use it is then a file permission (e.g. the potluck group)."""
+    import os
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = await asyncio.start_unix_server(
+        lambda r, w: handle(r, w, socket_path), path, limit=MAX_BODY
+    )
+    os.chmod(path, mode)
+    return server

@@ -122,6 +122,15 @@ def check_disk(config: Config) -> Check:
 
 
 def check_web(config: Config) -> Check:
+    import os
+
+    if os.environ.get("POTLUCK_IN_CONTAINER") and config.web_host == "0.0.0.0":
+        return Check(
+            "web room",
+            OK,
+            f"port {config.web_port} inside the container; publish it on 127.0.0.1 only "
+            "(deploy/compose.yaml does)",
+        )
     if config.web_host in ("127.0.0.1", "localhost", "::1"):
         return Check("web room", OK, f"bound to {config.web_host}:{config.web_port} (this machine)")
     return Check(
@@ -307,12 +316,39 @@ async def check_relays(config: Config) -> list[Check]:
     return found
 
 
+def check_recipes() -> Check:
+    from runtime.recipes.files import BUNDLED_DIR, bundled_recipes
+
+    found = bundled_recipes()
+    if not found:
+        return Check(
+            "recipes",
+            FAIL,
+            f"no bundled recipes in {BUNDLED_DIR}",
+            "set POTLUCK_RECIPES_DIR to the repository's recipes/ directory",
+        )
+    return Check("recipes", OK, f"{len(found)} bundled ({', '.join(r.name for _, r in found)})")
+
+
 async def run(config: Config, sandbox: bool = True) -> list[Check]:
-    checks = [check_config(config), check_key(config), check_store(config), check_disk(config)]
-    checks.append(check_web(config))
-    checks.append(check_model())
+    sync = [check_config, check_key, check_store, check_disk, check_web]
+    checks = [_guarded(name.__name__, lambda f=name: f(config)) for name in sync]
+    checks += [_guarded("recipes", check_recipes), _guarded("local model", check_model)]
+    groups = [check_platforms(config), check_relays(config)]
     if sandbox:
-        checks += await check_engine(config)
-    checks += await check_platforms(config)
-    checks += await check_relays(config)
+        groups.insert(0, check_engine(config))
+    for group in groups:
+        try:
+            checks += await group
+        except Exception as exc:  # a crashed check is a failed one, and the rest still run
+            checks.append(Check("doctor", FAIL, f"a check crashed: {exc!r}", "report this"))
     return checks
+
+
+def _guarded(name: str, check: Callable[[], Check]) -> Check:
+    try:
+        return check()
+    except Exception as exc:
+        return Check(
+            name.removeprefix("check_"), FAIL, f"the check crashed: {exc!r}", "report this"
+        )

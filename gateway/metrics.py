@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from .store.models import ReceiptRow, Room, Session
+from .store.models import Publication, ReceiptRow, Room, Session, Spend
 
 
 def render(gateway: Any) -> str:
@@ -19,10 +19,31 @@ def render(gateway: Any) -> str:
             or 0
         )
         receipts = db.scalar(select(func.count()).select_from(ReceiptRow)) or 0
+        published = (
+            db.scalar(
+                select(func.count()).select_from(Publication).where(Publication.state == "ok")
+            )
+            or 0
+        )
+        tokens, cost = db.execute(
+            select(
+                func.coalesce(func.sum(Spend.tokens), 0), func.coalesce(func.sum(Spend.cost_usd), 0)
+            )
+        ).one()
+    delivery_errors = sum(d.errors for d in gateway.deliveries.values())
     lines = [
         ("potluck_rooms", "gauge", "Rooms known to this gateway", rooms),
         ("potluck_sessions_live", "gauge", "Live sessions", live),
         ("potluck_receipts_signed", "counter", "Receipts signed and stored", receipts),
+        ("potluck_receipts_published", "counter", "Receipt copies a relay accepted", published),
+        ("potluck_tokens_total", "counter", "Model tokens, in and out, all rooms", int(tokens)),
+        ("potluck_cost_usd_total", "counter", "Model cost in US dollars, all rooms", float(cost)),
+        (
+            "potluck_delivery_errors_total",
+            "counter",
+            "Sends or edits a platform failed or rate-limited",
+            delivery_errors,
+        ),
         ("potluck_messages_in_total", "counter", "Messages received", gateway.counters["incoming"]),
         ("potluck_turns_total", "counter", "Agent turns", gateway.counters["turns"]),
         ("potluck_commands_total", "counter", "Commands handled", gateway.counters["commands"]),

@@ -99,6 +99,7 @@ class Delivery:
         self.store = store
         self.attempts = attempts
         self.watch = watch
+        self.errors = 0  # failed or rate-limited attempts, for /metrics
 
     def show(self, room: str, line_id: str, message: Outgoing, edit: bool = False) -> None:
         """Tell spectators what the room now shows."""
@@ -116,11 +117,13 @@ class Delivery:
             try:
                 return await action()
             except RateLimited as limited:
+                self.errors += 1
                 log.info(
                     "rate limited by %s; waiting %.1fs", self.adapter.name, limited.retry_after
                 )
                 await asyncio.sleep(min(limited.retry_after, 60.0))
             except (OSError, TimeoutError) as exc:
+                self.errors += 1
                 if attempt == self.attempts - 1:
                     raise
                 await asyncio.sleep(min(2**attempt * 0.5, 10.0))

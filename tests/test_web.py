@@ -195,6 +195,9 @@ async def test_health_and_metrics_are_open_to_a_local_monitor_and_count(tmp_path
         assert int(values["potluck_turns_total"]) == 2
         assert int(values["potluck_rooms"]) >= 1 and int(values["potluck_receipts_signed"]) >= 4
         assert "# TYPE potluck_turns_total counter" in text
+        assert int(values["potluck_tokens_total"]) > 0  # the two turns' tokens, from spend rows
+        assert float(values["potluck_cost_usd_total"]) == 0.0  # scripted models are free
+        assert int(values["potluck_delivery_errors_total"]) == 0
 
 
 def test_the_vendored_verifier_is_the_published_package() -> None:
