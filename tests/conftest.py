@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,20 @@ ECHO_DUO: dict = {
     "protocol": {"kind": "round_robin", "max_rounds": 1, "max_turns": 2, "loop_guard": False},
     "trigger": "every_message",
 }
+
+
+@contextlib.asynccontextmanager
+async def running(env: dict[str, str]) -> AsyncIterator[Any]:
+    """The gateway `potluck serve` would build, in this process, closed however a test ends."""
+    from gateway.config import load_config
+    from gateway.serve import build
+
+    gateway = await build(load_config(env=env))
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+        gateway.store.close()
 
 
 async def until(check: Callable[[], object], timeout: float = 30.0, what: object = "") -> object:

@@ -6,21 +6,19 @@ Message Content intent check, and a restart that neither loses nor repeats a mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair, write_key_file
-from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
 from .conftest import ECHO_DUO, until
+from .conftest import running as gateway
 from .fake_discord import MANAGE_WEBHOOKS, FakeDiscord
 
 SLOW_DUO = {
@@ -57,16 +55,6 @@ def home(tmp: Path, server: FakeDiscord, allowed: list[dict[str, Any]]) -> dict[
         "POTLUCK_ALLOWED_USERS": ",".join(f"discord:{u['id']}" for u in allowed),
         "POTLUCK_DEFAULT_RECIPE": "duo",
     }
-
-
-@contextlib.asynccontextmanager
-async def gateway(env: dict[str, str]) -> AsyncIterator[Any]:
-    gw = await build(load_config(env=env))
-    try:
-        yield gw
-    finally:
-        await gw.close()
-        gw.store.close()
 
 
 def texts(server: FakeDiscord, channel: str) -> list[str]:

@@ -7,7 +7,6 @@ in this process or as a `potluck serve` process that the restart test kills with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, Synapse, until
+from .conftest import ECHO_DUO, Synapse, running, until
 
 SLOW = {
     **ECHO_DUO,
@@ -155,17 +154,6 @@ async def people(synapse: Synapse) -> AsyncIterator[tuple[Person, Person, str]]:
     yield alice, bob, bot
     await alice.close()
     await bob.close()
-
-
-@contextlib.asynccontextmanager
-async def running(env: dict[str, str]) -> AsyncIterator[Any]:
-    """The gateway in this process, closed however the test ends."""
-    gateway = await build(load_config(env=env))
-    try:
-        yield gateway
-    finally:
-        await gateway.close()
-        gateway.store.close()
 
 
 async def room_with(alice: Person, bob: Person, bot: str, encrypted: bool = False) -> str:

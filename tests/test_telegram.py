@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair, write_key_file
-from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
 from .conftest import ECHO_DUO, until
+from .conftest import running as gateway
 from .fake_telegram import FakeTelegram
 
 CHAT, ALICE, BOB = -100123, 11, 22
@@ -47,16 +44,6 @@ def home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
     library.save(validate_data(ECHO_DUO))
     store.close()
     return env
-
-
-@contextlib.asynccontextmanager
-async def gateway(env: dict[str, str]) -> AsyncIterator[Any]:
-    gw = await build(load_config(env=env))
-    try:
-        yield gw
-    finally:
-        await gw.close()
-        gw.store.close()
 
 
 def texts(server: FakeTelegram) -> list[str]:
