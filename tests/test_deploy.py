@@ -101,3 +101,60 @@ def test_the_gateway_image_builds_offline_and_doctor_passes_inside_it() -> None:
         subprocess.run(["docker", "rm", "-f", proxy], capture_output=True)
         subprocess.run(["docker", "network", "rm", network], capture_output=True)
         subprocess.run(["docker", "volume", "rm", "-f", network], capture_output=True)
+
+
+def test_compose_runs_the_gateway_behind_the_proxy_and_it_stops_cleanly() -> None:
+    """The README's home-server path: `up`, healthy, doctor green inside, the web room on
+    loopback with its token, then SIGTERM through `stop` and a clean drain in the logs."""
+    import json
+    import time
+    import urllib.request
+
+    from .conftest import free_port
+
+    engine()
+    if shutil.which("docker-compose") is None:
+        missing("docker-compose (`make test` installs it)")
+    image = "potluck-gateway:test"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+        missing("the gateway image (built by the test above)")
+    port = free_port()
+    project = f"potluck{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "POTLUCK_IMAGE": image, "POTLUCK_PORT": str(port)}
+    compose = ["docker-compose", "-p", project, "-f", str(DEPLOY / "compose.yaml")]
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*compose, *args], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    up = run("up", "-d")
+    assert up.returncode == 0, up.stderr
+    try:
+        deadline, health = time.monotonic() + 90, ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    health = r.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert health.startswith("ok"), run("logs").stdout[-3000:]
+        doctor = run("exec", "-T", "gateway", "potluck", "doctor")
+        assert doctor.returncode == 0 and "0 failed" in doctor.stdout, doctor.stdout
+        token = run("exec", "-T", "gateway", "cat", "/data/web.token").stdout.strip()
+        url = f"http://127.0.0.1:{port}/api/recipes?token={token}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert {r["name"] for r in json.load(response)} >= {"debate", "solo"}
+        stop = run("stop", "gateway", timeout=90)
+        assert stop.returncode == 0, stop.stderr
+        logs = run("logs", "--no-color", "gateway").stdout
+        records = [
+            json.loads(line.split("|", 1)[1])
+            for line in logs.splitlines()
+            if "|" in line and line.split("|", 1)[1].strip().startswith("{")
+        ]
+        assert any(r["message"] == "stopped cleanly" for r in records), logs[-3000:]
+        assert token not in logs
+    finally:
+        run("down", "-v", timeout=120)
