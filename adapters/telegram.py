@@ -20,11 +20,17 @@ import contextlib
 import hmac
 import html
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
+# PTB 22 reports retry_after as seconds unless this opts in to timedelta (its future
+# default); `_seconds` reads either, so opt in and skip the deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
 from telegram import (
     Bot,
     BotCommand,
