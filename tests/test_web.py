@@ -271,6 +271,8 @@ async def test_an_exported_transcript_verifies_from_disk_and_a_changed_byte_fail
             timeout=30_000,
         )
         assert await page.eval_on_selector_all(".receipt.bad", "s => s.length") == 0
+        # the chain status keeps itself current as receipts arrive; the button re-checks
+        await page.wait_for_selector("#chain >> text=chain verified")
         await page.click("#verify")
         await page.wait_for_selector("#chain >> text=chain verified")
         async with page.expect_download() as download_info:
