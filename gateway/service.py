@@ -39,6 +39,7 @@ from .store.models import AdapterCursor, Message, Room, Session, Spend, now
 from .watch import Watch
 
 log = logging.getLogger("potluck.gateway")
+TRANSCRIPT_LINES = 500  # kept in memory per room; the context trims further by tokens
 SCHEDULE_EVENT = "schedule:"  # event ids of scheduled runs: schedule:ID:RECIPE:TIME
 
 
@@ -372,7 +373,7 @@ class Gateway:
                 lines.append(Line(row.sender, "agent", row.text))
             elif not is_command(row.text):
                 lines.append(Line(row.sender, "person", row.text))
-        return lines[-200:]
+        return lines[-TRANSCRIPT_LINES:]
 
     # -- conversation ----------------------------------------------------------------------
 
@@ -394,6 +395,7 @@ class Gateway:
         room.transcript.append(
             Line(incoming.sender_name, "person" if addressed else "observed", incoming.text)
         )
+        del room.transcript[:-TRANSCRIPT_LINES]  # months of chat: the store keeps it all
         if not addressed:
             return
         room.asker = f"{incoming.platform}:{incoming.sender}"
