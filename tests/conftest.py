@@ -42,6 +42,19 @@ ECHO_DUO: dict = {
 }
 
 
+def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`potluck serve` as its own process (in its own group), logging to `log`."""
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(env: dict[str, str]) -> AsyncIterator[Any]:
     """The gateway `potluck serve` would build, in this process, closed however a test ends."""

@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, Synapse, running, until
+from .conftest import ECHO_DUO, Synapse, running, serve, until
 
 SLOW = {
     **ECHO_DUO,
@@ -324,16 +322,6 @@ async def test_invites_from_strangers_are_declined(
     async with running(env):
         await until(lambda: "leave" in bob.memberships(created.room_id, bot), what="decline")
         assert "join" not in bob.memberships(created.room_id, bot)
-
-
-def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def test_kill_9_mid_turn_loses_nothing_and_answers_nothing_twice(

@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from gateway.store.db import Store
 from gateway.store.models import Message, Outbox
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, until
+from .conftest import ECHO_DUO, serve, until
 from .fake_telegram import FakeTelegram
 
 CHAT, ALICE = -100555, 11
@@ -32,16 +30,6 @@ SLOW = {
     "agents": [{"name": "slowpoke", "model": "scripted/slow", "persona": "You ramble."}],
     "protocol": {"max_rounds": 1, "max_turns": 1, "loop_guard": False},
 }
-
-
-def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve"],
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def test_sigterm_mid_stream_cuts_off_cleanly_and_loses_nothing(tmp_path: Path) -> None:
