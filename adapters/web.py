@@ -171,8 +171,7 @@ class WebAdapter:
         )
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
-        if not self._origin_ok(request):
-            return web.Response(status=403, text="cross-origin WebSocket refused")
+        # Origin already checked by _guard, for this socket and the watch socket alike.
         room = request.match_info["room"]
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
         await ws.prepare(request)
