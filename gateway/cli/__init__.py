@@ -1,0 +1,10 @@
+"""The `potluck` command line: a thin shell over the library, the store and the receipts.
+
+`app` holds the group and its context; importing the family modules registers their
+commands on it.
+"""
+
+from . import conversation, operations, receipts, recipes, sandbox  # noqa: F401  (registers)
+from .app import cli, main
+
+__all__ = ["cli", "main"]

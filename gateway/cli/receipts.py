@@ -1,0 +1,210 @@
+"""`potluck receipts …`: verify, export, share, reveal and publish signed receipts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .app import Context, _fail, cli, pass_context
+
+# -- receipts ------------------------------------------------------------------------------
+
+
+@cli.group()
+def receipts() -> None:
+    """Verify, export, reveal and publish the signed receipts of conversations."""
+
+
+def _ledger(context: Context):  # type: ignore[no-untyped-def]
+    from ..receipts.ledger import Ledger
+
+    return Ledger(
+        context.library.store, context.keys(), default_relays=tuple(context.config.relays)
+    )
+
+
+def _print_report(name: str, report) -> bool:  # type: ignore[no-untyped-def]
+    if report.ok:
+        click.secho(
+            f"{name}: {report.checked} events, ids, signatures and chain verified", fg="green"
+        )
+    else:
+        click.secho(
+            f"{name}: {len(report.problems)} problem(s) in {report.checked} events", fg="red"
+        )
+        for problem in report.problems:
+            click.echo(f"  - {problem}")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+    return report.ok
+
+
+@receipts.command("verify")
+@click.option("--session", "session_id", help="One session's chain, from the store.")
+@click.option("--room", help="Every session of a room: platform:room-id or its number.")
+@click.option(
+    "--file",
+    "bundle",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="An exported JSON-lines bundle; needs no store.",
+)
+@click.option("--pubkey", help="With --file: the gateway's npub or hex key to expect.")
+@pass_context
+def receipts_verify(
+    context: Context,
+    session_id: str | None,
+    room: str | None,
+    bundle: Path | None,
+    pubkey: str | None,
+) -> None:
+    """Check every id, signature and link; names exactly what is wrong."""
+    from ..receipts.chain import verify_chain
+    from ..receipts.nip19 import npub_decode
+    from ..receipts.nostr import EventFormatError, parse_event
+    from ..rooms import find_room
+
+    if sum(x is not None for x in (session_id, room, bundle)) != 1:
+        _fail("give exactly one of --session, --room or --file")
+    results: list[bool] = []
+    if bundle is not None:
+        events = []
+        for number, line in enumerate(bundle.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(parse_event(json.loads(line)))
+            except (ValueError, EventFormatError) as exc:
+                _fail(f"{bundle}:{number}: not a Nostr event: {exc}")
+        expected = npub_decode(pubkey) if pubkey and pubkey.startswith("npub") else pubkey
+        results.append(_print_report(str(bundle), verify_chain(events, pubkey=expected)))
+    else:
+        ledger = _ledger(context)
+        if session_id is not None:
+            sessions = [session_id]
+        else:
+            room_id = find_room(ledger.store, room or "")
+            if room_id is None:
+                _fail(f"no room {room!r}; rooms are named platform:room-id")
+            sessions = ledger.sessions_of_room(room_id)
+        for sid in sessions:
+            results.append(_print_report(f"session {sid}", ledger.verify_session(sid)))
+    if not all(results):
+        sys.exit(1)
+
+
+@receipts.command("export")
+@click.argument("session_id")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write.")
+@click.option(
+    "--reveals",
+    type=click.Path(path_type=Path),
+    help="Also write the texts and salts that open the commitments (private!).",
+)
+@pass_context
+def receipts_export(
+    context: Context, session_id: str, output: Path | None, reveals: Path | None
+) -> None:
+    """A session's receipts as JSON lines of plain Nostr events."""
+    ledger = _ledger(context)
+    lines = list(ledger.export(session_id))
+    if not lines:
+        _fail(f"session {session_id} has no receipts")
+    text = "\n".join(lines) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(lines)} events → {output}", err=True)
+    if reveals is not None:
+        rows = [r for r in ledger.rows(session_id) if r.plaintext is not None]
+        body = "".join(
+            json.dumps({"id": r.id, "text": r.plaintext, "salt": r.salt}, ensure_ascii=False) + "\n"
+            for r in rows
+        )
+        from ..config import write_private
+
+        reveals.unlink(missing_ok=True)
+        write_private(reveals, body.encode())
+        click.echo(f"{len(rows)} reveals → {reveals} (mode 0600)", err=True)
+
+
+@receipts.command("share")
+@click.argument("session_id")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="The .html to write."
+)
+@click.option("--title", default="Potluck session", show_default=True)
+@pass_context
+def receipts_share(context: Context, session_id: str, output: Path, title: str) -> None:
+    """A session as one HTML file that verifies its own receipts, offline, in any browser.
+    It contains the texts: share it only where the conversation may be read."""
+    from ..receipts.share import share_html
+
+    try:
+        page = share_html(_ledger(context), session_id, title)
+    except LookupError as exc:
+        _fail(str(exc))
+    output.write_text(page, encoding="utf-8")
+    click.echo(f"transcript with receipts → {output}", err=True)
+
+
+@receipts.command("reveal")
+@click.argument("event_id", required=False)
+@click.option(
+    "--check",
+    "check_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="Check a reveal (JSON with event, text, salt) without any store.",
+)
+@pass_context
+def receipts_reveal(context: Context, event_id: str | None, check_file: Path | None) -> None:
+    """Prove what a commitment-form receipt said, or check such a proof."""
+    from ..receipts.chain import reveal_matches
+    from ..receipts.nostr import check_event, parse_event
+
+    if check_file is not None:
+        claim = json.loads(check_file.read_text(encoding="utf-8"))
+        event = parse_event(claim.get("event"))
+        problem = check_event(event)
+        if problem:
+            _fail(f"the event itself does not verify: {problem}")
+        if not reveal_matches(event, str(claim.get("text")), bytes.fromhex(claim.get("salt", ""))):
+            _fail("the text does not match the event's commitment")
+        click.secho(
+            f"verified: event {event.id[:12]}… by {event.pubkey[:12]}… committed to "
+            "exactly this text",
+            fg="green",
+        )
+        return
+    if event_id is None:
+        _fail("give an EVENT_ID, or --check FILE")
+    event, text, salt = _ledger(context).reveal(event_id)
+    proof = {
+        "event": event.to_dict(),
+        "text": text,
+        "salt": salt.hex(),
+        "matches": reveal_matches(event, text, salt),
+    }
+    click.echo(json.dumps(proof, ensure_ascii=False, indent=2))
+
+
+@receipts.command("publish")
+@click.option("--all", "force", is_flag=True, help="Retry now, ignoring backoff.")
+@pass_context
+def receipts_publish(context: Context, force: bool) -> None:
+    """Send pending receipts of opted-in rooms to their relays (one pass)."""
+    import asyncio
+
+    from ..receipts.publisher import publication_counts, publish_pending
+
+    result = asyncio.run(publish_pending(context.library.store, context.keys(), force=force))
+    click.echo(
+        f"accepted {result.accepted}, rejected {result.rejected}, deferred {result.deferred}"
+    )
+    for error in result.errors:
+        click.secho(f"  {error} (kept; will retry)", fg="yellow")
+    counts = publication_counts(context.library.store)
+    click.echo("state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
