@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from .context import Line, build_messages
+from .mentions import addressed as _mentions
 from .models.client import CallParams, Completion, ModelError, Models
 from .recipes import Agent, Recipe
 from .tools import (
@@ -80,25 +81,31 @@ class Listener:
     async def note(self, text: str) -> None: ...
 
 
+class Ending(StrEnum):
+    """How an exchange or a session ended: a closed set, so endings can be counted (track
+    records) rather than read as free text."""
+
+    COMPLETED = "completed"  # the recipe's own stop condition, or its protocol ran its course
+    LIMIT_TURNS = "limit_turns"
+    LIMIT_ROUNDS = "limit_rounds"  # rounds ran out while the recipe still waited for a stop phrase
+    LIMIT_BUDGET = "limit_budget"  # tokens or cost: the session's, the room's or the person's
+    LIMIT_LOOP = "limit_loop"  # the loop guard: the agents were repeating themselves
+    STOPPED = "stopped"  # by a person (/stop, a new recipe)
+    CUT = "cut"  # a crash or a shutdown
+    ERROR = "error"  # no model could answer
+
+
 @dataclass
 class Outcome:
     turns: list[Turn]
-    stop_reason: str
+    stop_reason: str  # in words, for people
+    ending: Ending = Ending.COMPLETED
 
 
 class _Stop(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, ending: Ending) -> None:
         self.reason = reason
-
-
-def _mentions(text: str, names: list[str]) -> list[str]:
-    """Agent names addressed in text (`@critic`, `critic,`), in order of appearance."""
-    found: list[tuple[int, str]] = []
-    for name in names:
-        match = re.search(rf"(?<![\w-])@?{re.escape(name)}(?![\w-])", text, re.IGNORECASE)
-        if match:
-            found.append((match.start(), name))
-    return [name for _pos, name in sorted(found)]
+        self.ending = ending
 
 
 class Conductor:
@@ -122,7 +129,11 @@ class Conductor:
         self, agent: Agent, transcript: list[Line], listener: Listener, turns: list[Turn]
     ) -> Turn:
         if reason := self.budget.exhausted():
-            raise _Stop(reason)
+            raise _Stop(reason, Ending.LIMIT_BUDGET)
+        if len(turns) >= self.recipe.protocol.max_turns:
+            # checked before a turn, not after one: a protocol ending exactly at the limit
+            # completed; only one that wanted another turn was cut short by it
+            raise _Stop(f"reached max_turns ({self.recipe.protocol.max_turns})", Ending.LIMIT_TURNS)
         chain = [agent.model, *agent.fallbacks]
         window = min(self.models.context_window(m) for m in chain)
         tools = list(agent.tools) if self.toolbox is not None else []
@@ -160,7 +171,7 @@ class Conductor:
             except ModelError as exc:
                 turn = Turn(agent.name, agent.model, "", finish="error", notes=[str(exc)])
                 await listener.turn_finished(agent, turn)
-                raise _Stop(f"{agent.name} could not answer: {exc}") from None
+                raise _Stop(f"{agent.name} could not answer: {exc}", Ending.ERROR) from None
             tokens_in += done.tokens_in
             tokens_out += done.tokens_out
             cost += done.cost_usd
@@ -218,16 +229,15 @@ class Conductor:
 
     def _check_after(self, turn: Turn, turns: list[Turn]) -> None:
         protocol = self.recipe.protocol
-        if len(turns) >= protocol.max_turns:
-            raise _Stop(f"reached max_turns ({protocol.max_turns})")
         for phrase in protocol.stop_when:
             if turn.finish != "pass" and phrase in turn.text:
-                raise _Stop(f"{turn.agent} said {phrase}")
-        if protocol.loop_guard and turn.finish != "pass":
+                raise _Stop(f"{turn.agent} said {phrase}", Ending.COMPLETED)
+        at_limit = len(turns) >= protocol.max_turns  # the next turn's check ends it anyway
+        if protocol.loop_guard and turn.finish != "pass" and not at_limit:
             spoken = [t for t in turns[:-1] if t.finish != "pass"]
             earlier = [t.text for t in spoken[-len(self.recipe.agents) :]]
             if any(_similar(turn.text, other) for other in earlier):
-                raise _Stop("loop guard: the agents are repeating themselves")
+                raise _Stop("loop guard: the agents are repeating themselves", Ending.LIMIT_LOOP)
 
     # -- protocols -------------------------------------------------------------------------
 
@@ -245,12 +255,13 @@ class Conductor:
         }[kind]
         try:
             await runner(transcript, listener, turns)
-            reason = "done"
         except _Stop as stop:
-            reason = stop.reason
-        if reason != "done":
-            await listener.note(f"stopped: {reason}")
-        return Outcome(turns, reason)
+            await listener.note(f"stopped: {stop.reason}")
+            return Outcome(turns, stop.reason, stop.ending)
+        if self.recipe.protocol.stop_when and kind in ("round_robin", "moderated"):
+            # it waited for a stop phrase that never came: the rounds ran out first
+            return Outcome(turns, "the rounds ran out", Ending.LIMIT_ROUNDS)
+        return Outcome(turns, "done", Ending.COMPLETED)
 
     async def _round_robin(
         self, transcript: list[Line], listener: Listener, turns: list[Turn]
@@ -260,7 +271,7 @@ class Conductor:
             for agent in self.recipe.agents:
                 await self._turn(agent, transcript, listener, turns)
             if all(t.finish == "pass" for t in turns[before:]):
-                raise _Stop("every agent passed")
+                raise _Stop("every agent passed", Ending.COMPLETED)
 
     async def _pipeline(
         self, transcript: list[Line], listener: Listener, turns: list[Turn]
@@ -323,7 +334,7 @@ class Conductor:
             return self.recipe.agent(fresh[0]) if fresh else self._least_recent(previous)
         moderator = self.recipe.agent(protocol.moderator or names[0])
         if reason := self.budget.exhausted():
-            raise _Stop(reason)
+            raise _Stop(reason, Ending.LIMIT_BUDGET)
         question = Line(
             "conductor",
             "person",
