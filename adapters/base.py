@@ -31,6 +31,7 @@ class Incoming:
     reply_to_bot: bool = False
     attachments: tuple[Attachment, ...] = ()
     cursor: str | None = None  # the adapter's position once this event is handled
+    parent: str | None = None  # a thread's or topic's own room: an allowed room covers them
 
     @property
     def key(self) -> str:
@@ -50,6 +51,23 @@ class Outgoing:
     choices: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform can do, declared once by its adapter, so the gateway never probes
+    attributes or names platforms to decide how to talk there."""
+
+    edit_interval_s: float = 1.0  # the fastest this platform tolerates edits of one message
+    max_chars: int = 4000  # the longest message the platform accepts
+    files: bool = False  # documents both ways (recipes as files, /recipe import)
+    max_file_bytes: int = 0
+    buttons: bool = False  # choices shown as buttons; otherwise the text names the commands
+    threads: bool = False  # threads or topics are rooms of their own (see parent_room)
+    help_note: str = ""  # added to /help: what a person must know about this platform
+    receipt_badge: bool = False  # shows each message's signed receipt (the web room)
+    local_owner: bool = False  # the person at this machine owns the gateway: allowed, admin
+    bot_names: tuple[str, ...] = ()  # the bot's own names, for /command@name (lower case)
+
+
 class RateLimited(Exception):
     """The platform asked us to wait; the outbox retries after `retry_after` seconds."""
 
@@ -64,8 +82,7 @@ OnCursor = Callable[[str], Awaitable[None]]
 
 class Adapter(Protocol):
     name: str
-    edit_interval_s: float  # the fastest this platform tolerates edits of one message
-    max_chars: int  # the longest message the platform accepts
+    capabilities: Capabilities
 
     async def connect(self) -> None:
         """Log in, so messages can be sent (the gateway recovers its outbox next)."""

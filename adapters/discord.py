@@ -24,7 +24,7 @@ import discord
 from discord import app_commands
 from discord.http import Route
 
-from .base import Attachment, Incoming, OnCursor, OnIncoming, Outgoing
+from .base import Attachment, Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
 
 log = logging.getLogger("potluck.discord")
 
@@ -63,11 +63,15 @@ class _Voice:
 
 class DiscordAdapter:
     name = "discord"
-    edit_interval_s = 1.2  # Discord allows about 5 edits per 5 s per channel
-    max_chars = 2000
-    help_note = HELP_NOTE
-    supports_files = True
-    max_file_bytes = 1024 * 1024
+    capabilities = Capabilities(
+        edit_interval_s=1.2,  # Discord allows about 5 edits per 5 s per channel
+        max_chars=2000,
+        files=True,
+        max_file_bytes=1024 * 1024,
+        buttons=True,
+        threads=True,
+        help_note=HELP_NOTE,
+    )
 
     def __init__(
         self,
@@ -198,7 +202,7 @@ class DiscordAdapter:
             [
                 Attachment(a.filename, a.content_type or "", await a.read())
                 for a in message.attachments[:1]
-                if a.size <= self.max_file_bytes
+                if a.size <= self.capabilities.max_file_bytes
             ]
         )
         return Incoming(
@@ -212,6 +216,7 @@ class DiscordAdapter:
             reply_to=str(reply_to) if reply_to else None,
             reply_to_bot=reply_to_bot,
             attachments=files,
+            parent=_thread_parent(message.channel),
         )
 
     # -- slash commands and buttons ------------------------------------------------------------
@@ -289,7 +294,7 @@ class DiscordAdapter:
         # Discord shows "X used /recipe use" above this: the room sees who asked for what.
         await interaction.response.send_message(discord.utils.escape_markdown(text))
         files: tuple[Attachment, ...] = ()
-        if file is not None and file.size <= self.max_file_bytes:
+        if file is not None and file.size <= self.capabilities.max_file_bytes:
             files = (Attachment(file.filename, file.content_type or "", await file.read()),)
         self._queue.put_nowait(self._from_interaction(interaction, text, files))
 
@@ -308,6 +313,7 @@ class DiscordAdapter:
             event_id=f"i{interaction.id}",
             mentions_bot=True,
             attachments=files,
+            parent=_thread_parent(interaction.channel),
         )
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -385,7 +391,7 @@ class DiscordAdapter:
         kwargs: dict[str, Any] = {"files": files, "reference": reference}
         if (view := self._view(message)) is not None:
             kwargs["view"] = view
-        sent = await channel.send(text[: self.max_chars] or "…", **kwargs)
+        sent = await channel.send(text[: self.capabilities.max_chars] or "…", **kwargs)
         return str(sent.id)
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
@@ -401,7 +407,9 @@ class DiscordAdapter:
         text = message.text
         if message.agent:
             text = f"**{discord.utils.escape_markdown(message.agent)}**: {text}"
-        await channel.get_partial_message(int(message_id)).edit(content=text[: self.max_chars])
+        await channel.get_partial_message(int(message_id)).edit(
+            content=text[: self.capabilities.max_chars]
+        )
 
     async def is_admin(self, room: str, user: str) -> bool:
         """Server admins and those who may manage it (or this channel) may change recipes."""
@@ -414,3 +422,9 @@ class DiscordAdapter:
             member = await guild.fetch_member(int(user))
         permissions = channel.permissions_for(member)
         return permissions.administrator or permissions.manage_guild or permissions.manage_channels
+
+
+def _thread_parent(channel: object) -> str | None:
+    """The channel a thread belongs to: an allowed channel covers its threads."""
+    parent = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
+    return str(parent) if parent else None

@@ -21,7 +21,7 @@ from typing import Any
 
 import nio
 
-from .base import Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
+from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
 
 log = logging.getLogger("potluck.matrix")
 
@@ -66,8 +66,7 @@ def strip_reply_fallback(body: str) -> str:
 
 class MatrixAdapter:
     name = "matrix"
-    edit_interval_s = 1.0
-    max_chars = 16_000
+    capabilities = Capabilities(edit_interval_s=1.0, max_chars=16_000, threads=True)
 
     def __init__(
         self,
@@ -271,6 +270,7 @@ class MatrixAdapter:
             mentions_bot=mentions_bot,
             reply_to=reply_to,
             reply_to_bot=reply_to_bot,
+            parent=room_id if thread else None,
         )
 
     # -- messages out ----------------------------------------------------------------------
@@ -320,9 +320,6 @@ class MatrixAdapter:
         elif message.reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": message.reply_to}}
         return await self._send(room, content)
-
-    def parent_room(self, room: str) -> str:
-        return split_thread_room(room)[0]
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
         room = split_thread_room(room)[0]

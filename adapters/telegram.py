@@ -22,7 +22,7 @@ import html
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -44,7 +44,15 @@ from telegram import (
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
-from .base import Attachment, Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
+from .base import (
+    Attachment,
+    Capabilities,
+    Incoming,
+    OnCursor,
+    OnIncoming,
+    Outgoing,
+    RateLimited,
+)
 
 log = logging.getLogger("potluck.telegram")
 
@@ -77,11 +85,15 @@ def chat_and_thread(room: str) -> tuple[int, int | None]:
 
 class TelegramAdapter:
     name = "telegram"
-    edit_interval_s = 3.0
-    max_chars = 4096
-    help_note = PRIVACY_HELP
-    supports_files = True
-    max_file_bytes = 1024 * 1024  # recipes and cards are small; refuse anything bigger
+    capabilities = Capabilities(
+        edit_interval_s=3.0,
+        max_chars=4096,
+        files=True,
+        max_file_bytes=1024 * 1024,  # recipes and cards are small; refuse anything bigger
+        buttons=True,
+        threads=True,  # forum topics
+        help_note=PRIVACY_HELP,
+    )
 
     def __init__(self, settings: TelegramSettings, commands: list[tuple[str, str, bool]]) -> None:
         self.settings = settings
@@ -97,6 +109,8 @@ class TelegramAdapter:
     async def connect(self) -> None:
         await self.bot.initialize()  # getMe: a wrong token fails here, clearly
         self.username = self.bot.username or ""
+        if self.username:  # /command@this_bot is ours; /command@another_bot is not
+            self.capabilities = replace(self.capabilities, bot_names=(self.username.lower(),))
         self.bot_id = self.bot.id
         everyone = [BotCommand(c, d) for c, d, admin in self.commands if not admin]
         admins = [BotCommand(c, d) for c, d, _admin in self.commands]
@@ -208,10 +222,11 @@ class TelegramAdapter:
             reply_to=str(replied.message_id) if replied else None,
             reply_to_bot=reply_to_bot,
             attachments=attachments,
+            parent=str(chat.id) if room != str(chat.id) else None,
         )
 
     async def _document(self, document) -> tuple[Attachment, ...]:  # type: ignore[no-untyped-def]
-        if (document.file_size or 0) > self.max_file_bytes:
+        if (document.file_size or 0) > self.capabilities.max_file_bytes:
             return ()
         file = await self.bot.get_file(document.file_id)
         data = bytes(await file.download_as_bytearray())
@@ -239,6 +254,7 @@ class TelegramAdapter:
             query.data,
             f"cb{query.id}",
             mentions_bot=True,
+            parent=str(chat.id) if room != str(chat.id) else None,
         )
 
     @staticmethod
@@ -296,9 +312,6 @@ class TelegramAdapter:
         except BadRequest as exc:
             if "message is not modified" not in str(exc).lower():
                 raise
-
-    def parent_room(self, room: str) -> str:
-        return str(chat_and_thread(room)[0])
 
     async def is_admin(self, room: str, user: str) -> bool:
         chat, _thread = chat_and_thread(room)

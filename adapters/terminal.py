@@ -10,7 +10,7 @@ import sys
 import uuid
 from typing import TextIO
 
-from .base import Incoming, OnCursor, OnIncoming, Outgoing
+from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
 
 COLOURS = itertools.cycle(
     ["\033[38;5;99m", "\033[38;5;178m", "\033[38;5;35m", "\033[38;5;203m", "\033[38;5;39m"]
@@ -20,8 +20,7 @@ RESET, DIM = "\033[0m", "\033[2m"
 
 class TerminalAdapter:
     name = "terminal"
-    edit_interval_s = 0.05
-    max_chars = 100_000
+    capabilities = Capabilities(edit_interval_s=0.05, max_chars=100_000, local_owner=True)
 
     def __init__(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
         self.stdin = stdin
@@ -55,18 +54,20 @@ class TerminalAdapter:
             text = line.rstrip("\n")
             if not text.strip():
                 continue
-            await on_incoming(
-                Incoming(
-                    "terminal",
-                    self.room,
-                    self.user,
-                    self.user,
-                    text,
-                    uuid.uuid4().hex,
-                    mentions_bot=True,
-                )
-            )
+            await on_incoming(self.said(text))
         self.closed.set()
+
+    def said(self, text: str, event_id: str | None = None) -> Incoming:
+        """A line typed here, as the gateway takes it: always addressed (a private room)."""
+        return Incoming(
+            "terminal",
+            self.room,
+            self.user,
+            self.user,
+            text,
+            event_id or uuid.uuid4().hex,
+            mentions_bot=True,
+        )
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -5,6 +5,10 @@ token. The token opens the page once (`/?token=…`) and is then kept in a SameS
 HttpOnly cookie; every state-changing request must also carry it in a header, which a page
 on another site cannot set, and the WebSocket checks its Origin. Text reaches the browser
 as JSON and is shown with textContent, never as HTML.
+
+A web room keeps no history of its own: what a room shows is the gateway's watch hub for
+it (the same lines spectators of any room see, bounded there), and sending a message here
+only names it; the hub carries it to the page.
 """
 
 from __future__ import annotations
@@ -16,20 +20,28 @@ import json
 import os
 import secrets
 import uuid
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from .base import Incoming, OnCursor, OnIncoming, Outgoing
+from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
 
 PAGE = Path(__file__).with_name("web_page.html")
 STATIC = Path(__file__).with_name("web_static")
 SCRIPTS = ("noble-secp256k1.js", "receipts.js")  # the only files /static/ serves
 COOKIE = "potluck_token"
-HISTORY = 500
+
+
+class Hub(Protocol):
+    """The gateway's watch hub (gateway/watch.py), as this adapter uses it."""
+
+    def rooms(self) -> list[str]: ...
+
+    def subscribe(self, room: str) -> Any: ...
+
+    def unsubscribe(self, room: str, queue: Any) -> None: ...
 
 
 def load_token(path: Path) -> str:
@@ -46,12 +58,14 @@ def load_token(path: Path) -> str:
 
 class WebAdapter:
     name = "web"
-    edit_interval_s = 0.1
-    max_chars = 100_000
+    capabilities = Capabilities(
+        edit_interval_s=0.1, max_chars=100_000, buttons=True, receipt_badge=True, local_owner=True
+    )
 
     def __init__(
         self,
         token: str,
+        hub: Hub,
         host: str = "127.0.0.1",
         port: int = 8737,
         recipes: Callable[[], list[dict[str, Any]]] = list,
@@ -59,6 +73,7 @@ class WebAdapter:
         routes: list[web.RouteDef] | None = None,
     ) -> None:
         self.token = token
+        self.hub = hub
         self.host = host
         self.port = port
         self.recipes = recipes
@@ -67,9 +82,7 @@ class WebAdapter:
         # The gateway's own pages (gallery, watch, receipts), behind the same guard.
         self.routes = routes or []
         self.user = "you"
-        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
-        self._history: dict[str, deque[dict[str, Any]]] = {}
-        self._index: dict[str, dict[str, Any]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self._on_incoming: OnIncoming | None = None
 
@@ -148,7 +161,9 @@ class WebAdapter:
         return web.json_response(self.recipes())
 
     async def _rooms(self, request: web.Request) -> web.Response:
-        return web.json_response(sorted(self._history))
+        return web.json_response(
+            sorted(key.removeprefix("web:") for key in self.hub.rooms() if key.startswith("web:"))
+        )
 
     async def _create_room(self, request: web.Request) -> web.Response:
         try:
@@ -157,17 +172,13 @@ class WebAdapter:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": 'send {"recipe": NAME}'}, status=400)
         room = uuid.uuid4().hex[:10]
-        self._history[room] = deque(maxlen=HISTORY)
         await self._say(room, f"/recipe use {recipe}")
         return web.json_response({"room": room})
 
     async def _say(self, room: str, text: str) -> None:
         assert self._on_incoming is not None
-        self._history.setdefault(room, deque(maxlen=HISTORY))
-        line = {"type": "message", "id": uuid.uuid4().hex, "person": self.user, "text": text}
-        await self._publish(room, line)
         await self._on_incoming(
-            Incoming("web", room, self.user, self.user, text, line["id"], mentions_bot=True)
+            Incoming("web", room, self.user, self.user, text, uuid.uuid4().hex, mentions_bot=True)
         )
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
@@ -175,9 +186,9 @@ class WebAdapter:
         room = request.match_info["room"]
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
         await ws.prepare(request)
-        self._sockets.setdefault(room, set()).add(ws)
-        for line in list(self._history.get(room, ())):
-            await ws.send_json(line)
+        self._sockets.add(ws)
+        lines = self.hub.subscribe(f"web:{room}")  # the room's recent lines, then live ones
+        forward = asyncio.create_task(self._forward(lines, ws))
         try:
             async for message in ws:
                 if message.type != WSMsgType.TEXT:
@@ -190,22 +201,18 @@ class WebAdapter:
                 if text.strip():
                     await self._say(room, text)
         finally:
-            self._sockets.get(room, set()).discard(ws)
+            forward.cancel()
+            self.hub.unsubscribe(f"web:{room}", lines)
+            self._sockets.discard(ws)
         return ws
 
-    async def _publish(self, room: str, line: dict[str, Any]) -> None:
-        history = self._history.setdefault(room, deque(maxlen=HISTORY))
-        if line["type"] == "edit" and line["id"] in self._index:
-            self._index[line["id"]]["text"] = line["text"]
-        elif line["type"] == "receipt":
-            if line["id"] in self._index:  # replayed with the message to a late joiner
-                self._index[line["id"]]["receipt"] = line["event"]
-        else:
-            history.append(line)
-            self._index[line["id"]] = line
-        for ws in list(self._sockets.get(room, ())):
-            with contextlib.suppress(ConnectionError, RuntimeError):
+    @staticmethod
+    async def _forward(lines: Any, ws: web.WebSocketResponse) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while (line := await lines.get()) is not None:
                 await ws.send_json(line)
+        with contextlib.suppress(Exception):  # fell too far behind: the page reconnects
+            await ws.close()
 
     # -- the adapter contract --------------------------------------------------------------
 
@@ -232,37 +239,18 @@ class WebAdapter:
         self._on_incoming = on_incoming
 
     async def stop(self) -> None:
-        for sockets in self._sockets.values():
-            for ws in list(sockets):
-                with contextlib.suppress(Exception):
-                    await ws.close()
+        for ws in list(self._sockets):
+            with contextlib.suppress(Exception):
+                await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def send(self, message: Outgoing) -> str:
-        message_id = uuid.uuid4().hex
-        await self._publish(
-            message.room,
-            {
-                "type": "message",
-                "id": message_id,
-                "agent": message.agent,
-                "notice": message.notice,
-                "text": message.text,
-                "choices": [list(c) for c in message.choices],
-            },
-        )
-        return message_id
+        """The message's id; the watch hub shows it (and its edits) in the page."""
+        return uuid.uuid4().hex
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
-        await self._publish(room, {"type": "edit", "id": message_id, "text": message.text})
-        await asyncio.sleep(0)
-
-    async def receipt(self, room: str, message_id: str, event_json: str) -> None:
-        """The signed event of a message: the page checks it itself and shows the result."""
-        await self._publish(
-            room, {"type": "receipt", "id": message_id, "event": json.loads(event_json)}
-        )
+        """Shown through the watch hub, like the message itself."""
 
     async def is_admin(self, room: str, user: str) -> bool:
         return True  # the person at this machine owns the gateway

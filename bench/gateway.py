@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.base import Incoming, Outgoing
+from adapters.base import Capabilities, Incoming, Outgoing
 from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair
@@ -45,8 +45,7 @@ class MemoryAdapter:
     """A platform that delivers instantly and records when each turn's final edit lands."""
 
     name = "bench"
-    edit_interval_s = 1.0
-    max_chars = 4000
+    capabilities = Capabilities(edit_interval_s=1.0, max_chars=4000)
 
     def __init__(self) -> None:
         self.sent = 0
@@ -118,7 +117,8 @@ async def main() -> None:
         # host's noise otherwise swing a separate baseline by several milliseconds.
         bare, one_room = [], []
         for _ in range(n):
-            history = gateway.rooms["bench:one"].transcript if "bench:one" in gateway.rooms else []
+            room = gateway.rooms.find("bench:one")
+            history = room.conversation.transcript if room and room.conversation else []
             bare.append(await bare_turn(history))
             one_room.append(await exchange("one"))
         recipe, models = validate_data(RECIPE), Models()

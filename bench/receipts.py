@@ -18,8 +18,8 @@ from coincurve import PrivateKey
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.ledger import Ledger
-from gateway.rooms import ensure_room, start_session
 from gateway.store.db import Store
+from gateway.store.rooms import ensure_room, start_session
 
 
 def raw_signing(n: int, secret: bytes) -> float:
@@ -37,7 +37,7 @@ def ledger_appends(n: int, keys: KeyPair, directory: str, per_commit: int = 1) -
     ledger = Ledger(store, keys)
     room = ensure_room(store, "web", "bench")
     session = start_session(store, room, solo.id)
-    ledger.open(session, "solo")
+    ledger.open(session, "solo", solo.id)
     start = time.perf_counter()
     for first in range(0, n, per_commit):
         with ledger.batch():

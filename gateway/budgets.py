@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, insert, select
 
-from runtime.conductor import Budget
+from runtime.conductor import Budget, Turn
 
 from .store.db import Store
 from .store.models import Spend
@@ -75,6 +75,22 @@ class Budgets:
     def __init__(self, store: Store, limits: dict[str, Any]) -> None:
         self.store = store
         self.limits = limits
+
+    @staticmethod
+    def record(conn: Connection, room_id: int, session_id: str, user: str, turn: Turn) -> None:
+        """What a turn cost, and whose message it answered (in the caller's commit)."""
+        conn.execute(
+            insert(Spend),
+            {
+                "room_id": room_id,
+                "session_id": session_id,
+                "user": user,
+                "agent": turn.agent,
+                "model": turn.model,
+                "tokens": turn.tokens_in + turn.tokens_out,
+                "cost_usd": turn.cost_usd,
+            },
+        )
 
     def _spent(self, since: datetime, **where: Any) -> Spent:
         with self.store.session() as db:

@@ -89,6 +89,20 @@ class Library:
                 head.version_id, head.origin, head.updated_at = vid, origin, now()
         return Saved(recipe, vid, origin)
 
+    def keep(self, recipe: Recipe, origin: str = "local") -> Saved:
+        """Store a version without moving its name's head: a room's own edit, which only
+        that room runs until someone asks for it by its version elsewhere."""
+        vid = version_id(recipe)
+        with self.store.session.begin() as db:
+            self._insert(db, recipe, vid, origin)
+            if db.get(RecipeHead, recipe.name) is None:  # a new name: this is its first version
+                db.add(RecipeHead(name=recipe.name, version_id=vid, origin=origin))
+        return Saved(recipe, vid, origin)
+
+    def has(self, name: str) -> bool:
+        with self.store.session() as db:
+            return db.get(RecipeHead, name) is not None
+
     def _load(self, row: RecipeVersion) -> Saved:
         recipe = validate_data(json.loads(row.document), f"{row.name}@{row.id[:SHORT]}")
         return Saved(recipe, row.id, row.origin)
@@ -168,7 +182,12 @@ class Library:
         return self.save(fork(self.get(ref).recipe, new_name, author=author))
 
     def set(self, ref: str, path: str, value: str) -> Saved:
+        """The install owner's edit: a new version that becomes the name's head."""
         return self.save(set_field(self.get(ref).recipe, path, value))
+
+    def set_in_room(self, ref: str, path: str, value: str) -> Saved:
+        """A room's edit: a new version, the head left where it was (see `keep`)."""
+        return self.keep(set_field(self.get(ref).recipe, path, value))
 
     def replace(self, ref: str, text: str) -> Saved:
         """A new version from edited YAML, its parent the version edited. Errors carry the

@@ -102,7 +102,8 @@ class Delivery:
         self.errors = 0  # failed or rate-limited attempts, for /metrics
 
     def show(self, room: str, line_id: str, message: Outgoing, edit: bool = False) -> None:
-        """Tell spectators what the room now shows."""
+        """Tell spectators (and the web room, which shows the watch hub) what the room now
+        shows; `line_id` is the platform's message id."""
         if self.watch is None:
             return
         line: dict[str, object] = {"type": "edit" if edit else "message", "id": line_id}
@@ -110,6 +111,8 @@ class Delivery:
         if not edit:
             line["who"] = message.agent or "potluck"
             line["role"] = "agent" if message.agent else "notice"
+            if message.choices:
+                line["choices"] = [list(choice) for choice in message.choices]
         self.watch.publish(f"{self.adapter.name}:{room}", line)
 
     async def _retry(self, action) -> object:  # type: ignore[no-untyped-def]
@@ -146,7 +149,7 @@ class Delivery:
     async def send(self, room_id: int, message: Outgoing) -> str:
         """Record, then deliver, then mark delivered; long text goes as several messages."""
         first = ""
-        pieces = split_paragraphs(message.text, self.adapter.max_chars)
+        pieces = split_paragraphs(message.text, self.adapter.capabilities.max_chars)
         for n, piece in enumerate(pieces):
             last = n == len(pieces) - 1  # buttons and files go with the last piece
             part = Outgoing(
@@ -161,7 +164,7 @@ class Delivery:
             row_id = self._row(room_id, part, "pending")
             message_id = str(await self._retry(lambda p=part: self.adapter.send(p)))
             self._update(row_id, state="sent", platform_message_id=message_id, attempts=1)
-            self.show(part.room, f"out{row_id}", part)
+            self.show(part.room, message_id, part)
             first = first or message_id
         return first
 
@@ -220,14 +223,14 @@ class Stream:
             await self.delivery._retry(lambda: self.delivery.adapter.send(placeholder))
         )
         self.delivery._update(self.row_id, state="streaming", platform_message_id=self.message_id)
-        self.delivery.show(self.room, f"out{self.row_id}", placeholder)
+        self.delivery.show(self.room, self.message_id, placeholder)
         self._last_edit = time.monotonic()
 
     async def _edit(self, text: str) -> None:
         async with self._lock:
             if text == self._shown or self.message_id is None:
                 return
-            limit = self.delivery.adapter.max_chars
+            limit = self.delivery.adapter.capabilities.max_chars
             shown = text if len(text) <= limit else text[: limit - 1] + "…"
             try:
                 await self.delivery.adapter.edit(self.room, self.message_id, self._message(shown))
@@ -238,7 +241,7 @@ class Stream:
             self._last_edit = time.monotonic()
             if self.row_id is not None:
                 self.delivery._update(self.row_id, payload=to_payload(self._message(text)))
-                self.delivery.show(self.room, f"out{self.row_id}", self._message(shown), True)
+                self.delivery.show(self.room, self.message_id, self._message(shown), True)
 
     async def update(self, text: str) -> None:
         """New text so far; edits at most once per interval, the latest text winning."""
@@ -258,7 +261,7 @@ class Stream:
         if self._pending is not None:
             self._pending.cancel()
         self.text = text
-        pieces = split_paragraphs(text or "…", self.delivery.adapter.max_chars)
+        pieces = split_paragraphs(text or "…", self.delivery.adapter.capabilities.max_chars)
         first = self._message(pieces[0])
         assert self.message_id is not None
         await self.delivery._retry(
@@ -268,7 +271,7 @@ class Stream:
             await self.delivery.send(self.room_id, self._message(piece))
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
-            self.delivery.show(self.room, f"out{self.row_id}", first, True)
+            self.delivery.show(self.room, self.message_id, first, True)
 
     async def cut(self, reason: str) -> None:
         if self._pending is not None:
@@ -280,4 +283,4 @@ class Stream:
             )
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="cut")
-            self.delivery.show(self.room, f"out{self.row_id}", self._message(note), True)
+            self.delivery.show(self.room, self.message_id, self._message(note), True)

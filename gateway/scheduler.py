@@ -39,6 +39,7 @@ def start_scheduler(gateway: Any, publish_every_s: int = 30, reap_every_s: int =
 
     scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
     scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
-    gateway.schedules = Schedules(scheduler, gateway)  # rooms' jobs, kept in the store
+    # rooms' jobs, kept in the store; what fires goes into the gateway's intake
+    gateway.services.schedules = Schedules(scheduler, gateway.store.engine, gateway.intake)
     scheduler.start()
     return scheduler

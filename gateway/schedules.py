@@ -4,21 +4,26 @@ Jobs live in APScheduler's SQLAlchemy job store, in the gateway's own database, 
 survive restarts and move with a backup. Missed-run policy: a run missed while the gateway
 was down is made once at start if it is at most an hour late (several missed runs coalesce
 into one); a later one is skipped and the room is told. When a job fires, the room's worker
-runs the recipe as a session of its own (`Gateway.scheduled`), so the room's conversation
-and attached recipe are untouched and `/stop` works as usual.
+runs the recipe as a session of its own, so the room's conversation and attached recipe are
+untouched and `/stop` works as usual.
+
+A job only describes what fired (`fire` returns it); the scheduler's own "executed" and
+"missed" events carry that forward into the gateway's intake, as an adapter's events do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import shlex
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.cron import CronTrigger
 
@@ -34,8 +39,6 @@ WHEN_HELP = (
     'WHEN is "hourly", "daily 9:00", "weekdays 9:00", "weekends 10:30", "mondays 9:00" '
     '(any day), or five cron fields in quotes, e.g. "30 8 * * 1-5"'
 )
-
-_gateway: Any = None  # the running gateway, for jobs loaded back from the store
 
 
 class WhenError(ValueError):
@@ -141,24 +144,30 @@ class Scheduled:
     next_run: datetime | None
 
 
-async def fire(room: str, recipe: str, text: str, schedule_id: str) -> None:
-    """A job's function: referenced by name in the store, so it must stay importable here."""
-    if _gateway is None:
-        log.warning("schedule %s fired with no gateway running", schedule_id)
-        return
-    await _gateway.scheduled(room, recipe, text, schedule_id, datetime.now().astimezone())
+async def fire(room: str, recipe: str, text: str, schedule_id: str) -> dict[str, str]:
+    """A job's function: referenced by name in the store, so it must stay importable here.
+    It only says what fired; `Schedules` hands that on."""
+    return {"room": room, "recipe": recipe, "text": text, "schedule_id": schedule_id}
 
 
 class Schedules:
-    def __init__(self, scheduler: Any, gateway: Any) -> None:
-        global _gateway
-        _gateway = gateway
+    """The rooms' schedules, and where their firings go: `intake` is the gateway's entry
+    point (gateway/intake.py), given as adapters are given theirs."""
+
+    def __init__(self, scheduler: Any, engine: Any, intake: Any) -> None:
         self.scheduler = scheduler
-        self.gateway = gateway
+        self.intake = intake
+        self._tasks: set[asyncio.Task[None]] = set()
         scheduler.add_jobstore(
-            SQLAlchemyJobStore(engine=gateway.store.engine, tablename="apscheduler_jobs"), STORE
+            SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs"), STORE
         )
+        scheduler.add_listener(self._executed, EVENT_JOB_EXECUTED)
         scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+
+    def _forward(self, step: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(step)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def add(self, room: str, when: str, recipe: str, text: str) -> Scheduled:
         fields = cron_fields(when)
@@ -198,8 +207,24 @@ class Schedules:
         job.remove()
         return True
 
+    def _executed(self, event: JobExecutionEvent) -> None:
+        fired = event.retval
+        if event.jobstore != STORE or not isinstance(fired, dict):
+            return
+        when = event.scheduled_run_time or datetime.now().astimezone()
+        self._forward(
+            self.intake.scheduled(
+                fired["room"], fired["recipe"], fired["text"], fired["schedule_id"], when
+            )
+        )
+
     def _missed(self, event: JobExecutionEvent) -> None:
         job = self.scheduler.get_job(event.job_id, jobstore=STORE)
         if job is None:
             return
-        self.gateway.missed(job.kwargs["room"], job.name, job.kwargs["recipe"], job.next_run_time)
+        kwargs = job.kwargs
+        self._forward(
+            self.intake.missed(
+                kwargs["room"], job.name, kwargs["recipe"], job.next_run_time, kwargs["schedule_id"]
+            )
+        )

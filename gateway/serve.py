@@ -1,17 +1,19 @@
-"""`potluck serve`: adapters, rooms, conductor, sandboxes and receipts in one asyncio process."""
+"""`potluck serve` and `potluck chat`: the gateway's parts built from the install's config,
+in one place, and run until told to stop."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
+from typing import Any
 
-from adapters.base import Incoming
 from runtime.models.client import Models
 
+from .admission import may_invite
 from .backup import serving_lock
-from .commands import Command
 from .config import Config
 from .library import Library
 from .receipts.keys import read_key_file
@@ -23,8 +25,9 @@ from .store.db import Store
 log = logging.getLogger("potluck.serve")
 
 
-async def _sandboxes(config: Config):  # type: ignore[no-untyped-def]
-    """The sandbox engine, or None with a clear log line when none answers."""
+async def open_sandboxes(config: Config) -> Any:
+    """The sandbox engine, or None with one clear log line when none answers (agents then
+    run without tools)."""
     try:
         import docker
 
@@ -44,27 +47,22 @@ async def _sandboxes(config: Config):  # type: ignore[no-untyped-def]
     return boxes
 
 
-def _may_invite(config: Config, platform: str):  # type: ignore[no-untyped-def]
-    people = {*config.allowed_users, *config.admins}
-
-    def allowed(user: str) -> bool:
-        return "*" in people or f"{platform}:{user}" in people
-
-    return allowed
+def open_ledger(config: Config, store: Store) -> Ledger:
+    """The one ledger of an install: its key, and the relays rooms publish to."""
+    return Ledger(store, read_key_file(config.key_file), default_relays=tuple(config.relays))
 
 
-async def build(config: Config, web: bool = False) -> Gateway:
+async def build(config: Config, web: bool = False, sandboxes: bool = True) -> Gateway:
     store = Store(config.database_url)
     library = Library(store)
     library.sync_bundled()
-    ledger = Ledger(store, read_key_file(config.key_file))
     gateway = Gateway(
         config,
         store,
         library,
-        ledger,
+        open_ledger(config, store),
         Models(secrets=config.secrets),
-        await _sandboxes(config),
+        await open_sandboxes(config) if sandboxes else None,
         config.default_recipe,
     )
     if "matrix" in config.platforms:
@@ -73,47 +71,14 @@ async def build(config: Config, web: bool = False) -> Gateway:
         settings = MatrixSettings(**config.platforms["matrix"])
         await gateway.add_adapter(
             MatrixAdapter(
-                settings, _may_invite(config, "matrix"), config.home / "matrix-session.json"
+                settings,
+                functools.partial(may_invite, config, "matrix"),
+                config.home / "matrix-session.json",
             )
         )
         log.info("matrix: connected as %s", settings.user_id)
     if web:
-        from adapters.web import WebAdapter, load_token
-
-        def recipes() -> list[dict]:
-            return [
-                {
-                    "name": s.recipe.name,
-                    "title": s.recipe.title,
-                    "ref": s.ref,
-                    "agents": [{"name": a.name, "model": a.model} for a in s.recipe.agents],
-                }
-                for s in library.heads()
-            ]
-
-        from . import metrics
-        from .web_console import WebConsole
-
-        probes = {
-            "/health": lambda: (metrics.health(gateway), "text/plain"),
-            "/metrics": lambda: (metrics.render(gateway), "text/plain"),
-        }
-        room = WebAdapter(
-            load_token(config.home / "web.token"),
-            config.web_host,
-            config.web_port,
-            recipes,
-            probes,
-            WebConsole(gateway).routes(),
-        )
-        await gateway.add_adapter(room)
-        # the URL carries the token: printed for the person, never logged
-        log.info(
-            "web room on http://%s:%d/ (token in %s)",
-            room.host,
-            room.port,
-            config.home / "web.token",
-        )
+        await _web_room(config, gateway)
     if "telegram" in config.platforms:
         from adapters.telegram import TelegramAdapter, TelegramSettings
 
@@ -139,6 +104,43 @@ async def build(config: Config, web: bool = False) -> Gateway:
     return gateway
 
 
+async def _web_room(config: Config, gateway: Gateway) -> None:
+    from adapters.web import WebAdapter, load_token
+
+    from . import metrics
+    from .web_console import WebConsole
+
+    def recipes() -> list[dict]:
+        return [
+            {
+                "name": s.recipe.name,
+                "title": s.recipe.title,
+                "ref": s.ref,
+                "agents": [{"name": a.name, "model": a.model} for a in s.recipe.agents],
+            }
+            for s in gateway.library.heads()
+        ]
+
+    probes = {
+        "/health": lambda: (metrics.health(gateway), "text/plain"),
+        "/metrics": lambda: (metrics.render(gateway), "text/plain"),
+    }
+    room = WebAdapter(
+        load_token(config.home / "web.token"),
+        gateway.watch,
+        config.web_host,
+        config.web_port,
+        recipes,
+        probes,
+        WebConsole(gateway).routes(),
+    )
+    await gateway.add_adapter(room)
+    # the URL carries the token: printed for the person, never logged
+    log.info(
+        "web room on http://%s:%d/ (token in %s)", room.host, room.port, config.home / "web.token"
+    )
+
+
 async def serve(config: Config) -> None:
     with serving_lock(config):  # one gateway per home; restore waits for it to stop
         await _serve(config)
@@ -147,8 +149,8 @@ async def serve(config: Config) -> None:
 async def _serve(config: Config) -> None:
     gateway = await build(config, web=True)
     scheduler = start_scheduler(gateway)
-    if "web" in gateway.adapters:
-        web = gateway.adapters["web"]
+    web = gateway.adapters.get("web")
+    if web is not None:
         if sys.stdout.isatty():  # the token is for the person at this terminal
             print(f"\nPotluck is running. Open the local web room:\n\n    {web.url}\n", flush=True)  # type: ignore[attr-defined]
         else:  # a service's stdout ends up in logs: no token there
@@ -168,9 +170,6 @@ async def _serve(config: Config) -> None:
     await gateway.shutdown(config.shutdown_grace_s)
     gateway.store.close()
     log.info("stopped cleanly")
-    if gateway.sandboxes is not None:
-        await gateway.sandboxes.close(stop=False)
-    gateway.store.close()
 
 
 async def chat(config: Config, recipe: str | None) -> None:
@@ -181,14 +180,13 @@ async def chat(config: Config, recipe: str | None) -> None:
     gateway = await build(config)
     terminal = TerminalAdapter()
     await gateway.add_adapter(terminal)
-    room = gateway._room("terminal", terminal.room)
     if recipe:
-        await gateway._command(
-            room,
-            Command("recipe use", (recipe,), recipe),
-            Incoming("terminal", terminal.room, terminal.user, terminal.user, "", "start"),
-        )
-    saved = gateway._load(room)
+        await gateway.intake.receive(terminal.said(f"/recipe use {recipe}"))
+    room = gateway.rooms.get("terminal", terminal.room)
+    await _until_idle(room)
+    if room.conversation is None:
+        room.conversation = gateway.exchange.current(room.room_id)
+    saved = room.conversation.saved
     names = ", ".join(a.name for a in saved.recipe.agents)
     print(f"Potluck local room · {saved.ref} · {saved.recipe.title} ({names})")
     if any(m.startswith("local/") for a in saved.recipe.agents for m in [a.model, *a.fallbacks]):
@@ -197,9 +195,11 @@ async def chat(config: Config, recipe: str | None) -> None:
         print("note: " + MODELS["smollm2-135m"].note)
     print("Type to talk; /help for commands, /recipe use NAME to switch, Ctrl-D to leave.")
     await terminal.closed.wait()
-    while room.running is not None or not room.queue.empty():
-        await asyncio.sleep(0.1)  # let the last answer finish
+    await _until_idle(room)  # let the last answer finish
     await gateway.close()
-    if gateway.sandboxes is not None:
-        await gateway.sandboxes.close(stop=False)
     gateway.store.close()
+
+
+async def _until_idle(room: Any) -> None:
+    while not room.idle:
+        await asyncio.sleep(0.05)

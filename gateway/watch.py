@@ -19,23 +19,27 @@ QUEUE = 1000  # a spectator this far behind is dropped rather than slowing the r
 class Watch:
     def __init__(self) -> None:
         self._recent: dict[str, deque[dict[str, Any]]] = {}
-        self._index: dict[str, dict[str, Any]] = {}
+        self._index: dict[tuple[str, str], dict[str, Any]] = {}  # (room, line id)
         self._spectators: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
 
     def publish(self, room: str, line: dict[str, Any]) -> None:
-        """`line` is {"type": "message", "id", "who", "role", "text"} or
-        {"type": "edit", "id", "text"}; `room` is the platform:room key."""
+        """`line` is {"type": "message", "id", "who", "role", "text"[, "choices"]},
+        {"type": "edit", "id", "text"} or {"type": "receipt", "id", "event"}; `room` is the
+        platform:room key and `id` the platform's message id."""
         recent = self._recent.setdefault(room, deque(maxlen=RECENT))
-        if line["type"] == "edit":
-            shown = self._index.get(line["id"])
-            if shown is not None:
-                shown["text"] = line["text"]
+        if line["type"] in ("edit", "receipt"):
+            shown = self._index.get((room, line["id"]))
+            if shown is not None:  # a late joiner gets the line as it is now
+                if line["type"] == "edit":
+                    shown["text"] = line["text"]
+                else:
+                    shown["receipt"] = line["event"]
         else:
             if len(recent) == recent.maxlen:
-                self._index.pop(recent[0]["id"], None)
+                self._index.pop((room, recent[0]["id"]), None)
             line = dict(line)
             recent.append(line)
-            self._index[line["id"]] = line
+            self._index[(room, line["id"])] = line
         for queue in list(self._spectators.get(room, ())):
             try:
                 queue.put_nowait(dict(line))

@@ -131,14 +131,15 @@ class WebConsole:
 
     async def watched(self, request: web.Request) -> web.Response:
         rooms = []
-        for key, state in sorted(self.gateway.rooms.items()):
+        for room in sorted(self.gateway.rooms.all(), key=lambda r: r.key):
+            conversation = room.conversation
             rooms.append(
                 {
-                    "room": key,
-                    "platform": state.platform,
-                    "recipe": state.saved.ref if state.saved else None,
-                    "session": state.session_id,
-                    "running": state.running is not None,
+                    "room": room.key,
+                    "platform": room.platform,
+                    "recipe": conversation.saved.ref if conversation else None,
+                    "session": conversation.session_id if conversation else None,
+                    "running": room.running is not None,
                 }
             )
         return web.json_response(rooms)
@@ -146,7 +147,7 @@ class WebConsole:
     async def spectate(self, request: web.Request) -> web.StreamResponse:
         """Read-only: what the socket sends is ignored."""
         room = request.query.get("room", "")
-        if room not in self.gateway.rooms:
+        if self.gateway.rooms.find(room) is None:
             return web.json_response({"error": f"no room {room!r}"}, status=404)
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024)
         await ws.prepare(request)
@@ -169,14 +170,14 @@ class WebConsole:
 
     def _session_of(self, request: web.Request) -> tuple[str, str]:
         room = request.query.get("room", "")
-        state = self.gateway.rooms.get(room)
-        if state is None or state.session_id is None:
+        found = self.gateway.rooms.find(room)
+        conversation = found.conversation if found is not None else None
+        if conversation is None:
             raise web.HTTPNotFound(
                 text=json.dumps({"error": "no session in that room yet"}),
                 content_type="application/json",
             )
-        title = state.saved.recipe.title if state.saved else room
-        return state.session_id, title
+        return conversation.session_id, conversation.saved.recipe.title
 
     async def receipts(self, request: web.Request) -> web.Response:
         session_id, _ = self._session_of(request)

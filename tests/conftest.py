@@ -221,8 +221,8 @@ def world(tmp_path: Path):
     from gateway.library import Library
     from gateway.receipts.keys import KeyPair
     from gateway.receipts.ledger import Ledger
-    from gateway.rooms import ensure_room, start_session, update_settings
     from gateway.store.db import Store
+    from gateway.store.rooms import ensure_room, start_session, update_settings
 
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")
     library = Library(store)
@@ -235,7 +235,7 @@ def world(tmp_path: Path):
         if settings:
             update_settings(store, room, **settings)
         sid = start_session(store, room, solo.id)
-        ledger.open(sid, "solo")
+        ledger.open(sid, "solo", solo.id)
         return sid
 
     yield store, ledger, session, solo

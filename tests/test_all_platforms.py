@@ -77,7 +77,7 @@ async def test_the_same_recipe_runs_on_matrix_telegram_and_discord_from_one_gate
         # each room heard only its own people
         assert not any("telegram" in m["body"] for m in alice.from_bot(room, bot))
         assert not any("discord" in s.text for s in telegram.from_bot(CHAT))
-        sessions = [r.session_id for r in gateway.rooms.values() if r.session_id]
+        sessions = [r.conversation.session_id for r in gateway.rooms.all() if r.conversation]
         assert len(sessions) == 3
         assert all(gateway.ledger.verify_session(s).ok for s in sessions)
     finally:

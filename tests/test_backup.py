@@ -68,7 +68,7 @@ async def test_a_backup_taken_mid_conversation_restores_whole(
             what=lambda: (platform.edits[-3:], [m.text for m in platform.sent]),
         )
         manifest = await asyncio.to_thread(backup, config, archive)  # while it streams
-        assert gateway.rooms["mem:r1"].running is not None  # still mid-turn
+        assert gateway.rooms.find("mem:r1").running is not None  # still mid-turn
         await until(lambda: any("tick199" in t for t in platform.texts.values()), timeout=30)
     finally:
         await gateway.close()

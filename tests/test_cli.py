@@ -96,15 +96,16 @@ def _session_with_receipts(home: Path) -> str:
     from gateway.library import Library
     from gateway.receipts.keys import read_key_file
     from gateway.receipts.ledger import Ledger
-    from gateway.rooms import ensure_room, start_session
     from gateway.store.db import Store
+    from gateway.store.rooms import ensure_room, start_session
+    from runtime.conductor import Ending
 
     config = load_config(home, env={})
     store = Store(config.database_url)
     solo = Library(store).get("solo")
     ledger = Ledger(store, read_key_file(config.key_file))
     sid = start_session(store, ensure_room(store, "web", "cli-room"), solo.id)
-    ledger.open(sid, "solo")
+    ledger.open(sid, "solo", solo.id)
     ledger.person(sid, "web:alice", "Is this thing on?")
     ledger.turn(
         sid,
@@ -115,7 +116,7 @@ def _session_with_receipts(home: Path) -> str:
         tokens_out=3,
         cost_usd=0.0,
     )
-    ledger.close(sid)
+    ledger.close(sid, Ending.COMPLETED)
     store.close()
     return sid
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Incoming, Outgoing, RateLimited
+from adapters.base import Capabilities, Incoming, Outgoing, RateLimited
 from gateway.commands import Command, CommandError, help_text, parse
 from gateway.config import load_config
 from gateway.library import Library
@@ -29,8 +29,7 @@ class MemoryPlatform:
     """Delivers instantly, records every send and edit, and can answer 429 on demand."""
 
     name = "mem"
-    edit_interval_s = 0.2
-    max_chars = 500
+    capabilities = Capabilities(edit_interval_s=0.2, max_chars=500, files=True, buttons=True)
 
     def __init__(self) -> None:
         self.sent: list[Outgoing] = []
@@ -109,7 +108,7 @@ def test_long_text_splits_between_paragraphs() -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(f"sqlite:///{tmp_path / 'g.db'}")
-    from gateway.rooms import ensure_room
+    from gateway.store.rooms import ensure_room
 
     assert ensure_room(store, "mem", "room") == 1  # the outbox belongs to a room
     return store
@@ -195,13 +194,23 @@ def said(platform: MemoryPlatform) -> list[str]:
     return [platform.texts[f"m{n}"] for n in range(1, len(platform.sent) + 1)]
 
 
-async def settle(gw: Gateway) -> None:
-    for _ in range(200):
-        if all(r.queue.empty() and r.running is None for r in gw.rooms.values()):
-            await asyncio.sleep(0.05)
-            if all(r.queue.empty() and r.running is None for r in gw.rooms.values()):
-                return
-        await asyncio.sleep(0.02)
+async def settle(gw: Gateway, timeout: float = 30.0) -> None:
+    """Wait until every room is idle (nothing queued, nothing being handled), and still is
+    a moment later; fail after `timeout` naming the busy rooms."""
+    from .conftest import until
+
+    def quiet() -> bool:
+        return all(room.idle for room in gw.rooms.all())
+
+    def busy() -> str:
+        return f"rooms still busy: {[r.key for r in gw.rooms.all() if not r.idle]}"
+
+    deadline = time.monotonic() + timeout
+    while True:
+        await until(quiet, timeout=max(0.1, deadline - time.monotonic()), what=busy)
+        await asyncio.sleep(0.05)
+        if quiet():
+            return
 
 
 def msg(sender: str, text: str, event: str, mention: bool = False) -> Incoming:
@@ -229,8 +238,8 @@ async def test_room_rules_closed_by_default_mentions_and_nothing_twice(gateway) 
 async def test_a_command_stored_before_a_crash_is_judged_by_its_sender_after_it(
     tmp_path: Path, store: Store
 ) -> None:
-    from gateway.rooms import ensure_room
     from gateway.store.models import Message
+    from gateway.store.rooms import ensure_room
 
     room_id = ensure_room(store, "mem", "r1")
     with store.session.begin() as db:  # stored, never handled: the gateway died here
@@ -261,8 +270,8 @@ async def test_a_command_stored_before_a_crash_is_judged_by_its_sender_after_it(
 async def test_after_a_crash_only_messages_that_addressed_the_bot_are_answered(
     tmp_path: Path, store: Store
 ) -> None:
-    from gateway.rooms import ensure_room
     from gateway.store.models import Message
+    from gateway.store.rooms import ensure_room
 
     room_id = ensure_room(store, "mem", "r1")
     with store.session.begin() as db:  # both stored, neither handled: the gateway died here
@@ -297,7 +306,7 @@ async def test_after_a_crash_only_messages_that_addressed_the_bot_are_answered(
 
 async def test_a_notice_resent_after_a_crash_keeps_its_buttons_and_files(store: Store) -> None:
     from adapters.base import Attachment
-    from gateway.rooms import ensure_room
+    from gateway.store.rooms import ensure_room
 
     room_id = ensure_room(store, "mem", "r1")
     platform = MemoryPlatform()

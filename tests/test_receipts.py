@@ -12,6 +12,7 @@ from gateway.receipts.chain import reveal_matches, verify_chain
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.ledger import Ledger
 from gateway.store.models import ReceiptRow
+from runtime.conductor import Ending
 
 
 def conversation(ledger: Ledger, sid: str) -> None:
@@ -34,7 +35,7 @@ def conversation(ledger: Ledger, sid: str) -> None:
         output="4\n",
         wall_ms=12,
     )
-    ledger.close(sid)
+    ledger.close(sid, Ending.COMPLETED)
 
 
 def test_a_session_chain_verifies_and_commits_instead_of_revealing(world) -> None:

@@ -9,7 +9,7 @@ from gateway.receipts.keys import KeyPair
 from gateway.receipts.ledger import Ledger
 from gateway.receipts.publisher import publication_counts, publish_pending
 from gateway.receipts.relay import RelayClient
-from gateway.rooms import ensure_room, start_session, update_settings
+from gateway.store.rooms import ensure_room, start_session, update_settings
 
 from .test_receipts import conversation
 
@@ -24,7 +24,7 @@ def published_room(world, url: str) -> tuple[Ledger, str]:
     room = ensure_room(store, "matrix", "!public:hs")
     update_settings(store, room, publish=True, relays=[url])
     sid = start_session(store, room, solo.id)
-    ledger.open(sid, "solo")
+    ledger.open(sid, "solo", solo.id)
     return ledger, sid
 
 

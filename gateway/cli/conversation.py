@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from .app import Context, _fail, _resolve, cli, pass_context
-from .sandbox import _terminal_sandboxes
 
 # -- run: the terminal front door ----------------------------------------------------------
 
@@ -16,6 +16,51 @@ def _rgb(colour: str | None) -> tuple[int, int, int] | None:
     if not colour:
         return None
     return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
+
+
+class TerminalOutlet:
+    """`potluck run`'s outlet: each turn printed as it streams, with what it cost."""
+
+    def __init__(self, colours: dict[str, str | None]) -> None:
+        self.colours = colours
+        self.shown = ""
+
+    async def notice(self, text: str, **_: object) -> None:
+        click.secho(text, fg="yellow")
+
+    async def turn_started(self, agent: str) -> None:
+        self.shown = ""
+        click.secho(f"{agent} ", fg=_rgb(self.colours.get(agent)), bold=True, nl=False)
+
+    async def turn_text(self, agent: str, text: str) -> None:
+        if text.startswith(self.shown):
+            click.echo(text[len(self.shown) :], nl=False)
+        else:  # a retry replaced the text
+            click.echo("\n  " + text, nl=False)
+        self.shown = text
+
+    async def turn_finished(self, agent: str, text: str, turn: Any, receipt: Any) -> None:
+        if turn.finish == "pass":
+            click.secho("(passes)", dim=True, nl=False)
+        elif turn.finish == "error":
+            click.echo(text, nl=False)
+        click.secho(
+            f"\n  [{turn.model} · {turn.tokens_in}+{turn.tokens_out} tokens · "
+            f"${turn.cost_usd:.4f}]",
+            dim=True,
+        )
+        click.echo()
+
+    async def tool_result(self, agent: str, outcome: Any) -> None:
+        click.secho(f"\n  $ {outcome.command}", fg="cyan")
+        for line in outcome.text.splitlines()[:12]:
+            click.secho(f"    {line}", dim=True)
+
+    async def cut(self, reason: str) -> None:
+        click.secho(f"\n[{reason}]", fg="yellow")
+
+    async def badge(self, message_id: str | None, receipt: Any) -> None:
+        """The terminal shows the chain's verdict at the end instead."""
 
 
 @cli.command("run")
@@ -29,105 +74,76 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
     import getpass
     import time
 
-    from runtime.conductor import Conductor, Listener
-    from runtime.context import Line
+    from runtime.conductor import Ending
     from runtime.models.client import Models
     from runtime.models.local import MODELS
 
-    from ..receipts.ledger import Ledger
-    from ..rooms import end_session, ensure_room, start_session
+    from ..budgets import Budgets
+    from ..exchange import Exchange, Said
+    from ..serve import open_ledger, open_sandboxes
+    from ..store.rooms import ensure_room
 
     saved = _resolve(context, ref)
     if saved.origin == "file":
-        saved = context.library.save(saved.recipe, "import")
-    store = context.library.store
+        saved = context.library.keep(saved.recipe, "import")
     config = context.config
     if not config.key_file.exists():
-        click.echo("no gateway key yet: run `potluck init` first", err=True)
-        sys.exit(2)
-    ledger = Ledger(store, context.keys())
-    room = ensure_room(store, "terminal", getpass.getuser(), "terminal")
-    session_id = start_session(store, room, saved.id)
-    ledger.open(session_id, saved.recipe.name)
-    ledger.person(session_id, f"terminal:{getpass.getuser()}", message)
+        _fail("no gateway key yet: run `potluck init` first")
+    store = context.library.store
     recipe = saved.recipe
+    user = getpass.getuser()
+    room_key = f"terminal:{user}"
     click.secho(f"{saved.ref} · {recipe.title} · {recipe.protocol.kind}", bold=True)
     if any(m.startswith("local/") for a in recipe.agents for m in [a.model, *a.fallbacks]):
         click.secho("note: " + MODELS["smollm2-135m"].note, dim=True)
     click.echo(f"{speaker}: {message}\n")
-
-    class Terminal(Listener):
-        def __init__(self) -> None:
-            self.shown = ""
-
-        async def turn_started(self, agent) -> None:  # type: ignore[no-untyped-def]
-            self.shown = ""
-            click.secho(f"{agent.name} ", fg=_rgb(agent.color), bold=True, nl=False)
-
-        async def turn_text(self, agent, text: str) -> None:  # type: ignore[no-untyped-def]
-            if text.startswith(self.shown):
-                click.echo(text[len(self.shown) :], nl=False)
-            else:  # a retry replaced the text
-                click.echo("\n  " + text, nl=False)
-            self.shown = text
-
-        async def turn_finished(self, agent, turn) -> None:  # type: ignore[no-untyped-def]
-            if turn.finish == "pass":
-                click.secho("(passes)", dim=True, nl=False)
-            click.secho(
-                f"\n  [{turn.model} · {turn.tokens_in}+{turn.tokens_out} tokens · "
-                f"${turn.cost_usd:.4f}]",
-                dim=True,
-            )
-            for note in turn.notes:
-                click.secho(f"  note: {note}", fg="yellow")
-            click.echo()
-            if turn.text or turn.finish != "error":
-                ledger.record_turn(session_id, turn)
-
-        async def note(self, text: str) -> None:
-            click.secho(text, fg="yellow")
-
-        async def tool_result(self, agent, outcome) -> None:  # type: ignore[no-untyped-def]
-            click.secho(f"\n  $ {outcome.command}", fg="cyan")
-            for line in outcome.text.splitlines()[:12]:
-                click.secho(f"    {line}", dim=True)
-            ledger.record_tool(session_id, agent.name, outcome)
-
-    sandboxes = None
-    if any(agent.tools for agent in recipe.agents):
-        sandboxes = _terminal_sandboxes(context)
-    toolbox = None
-    if sandboxes is not None:
-        from runtime.tools import SandboxToolbox
-
-        toolbox = SandboxToolbox(sandboxes, f"terminal:{getpass.getuser()}", recipe.sandbox)
-    conductor = Conductor(recipe, Models(secrets=config.secrets), toolbox=toolbox)
-    transcript = [Line(speaker, "person", message)]
+    outlet = TerminalOutlet({a.name: a.color for a in recipe.agents})
     started = time.monotonic()
 
     async def converse():  # type: ignore[no-untyped-def]
+        sandboxes = None
+        if any(agent.tools for agent in recipe.agents):
+            sandboxes = await open_sandboxes(config)
+            if sandboxes is None:
+                click.secho(
+                    "note: no Docker engine answers, so agents run without their tools "
+                    "(start one with deploy/engine.sh)",
+                    fg="yellow",
+                )
+        exchange = Exchange(
+            store,
+            context.library,
+            open_ledger(config, store),
+            Models(secrets=config.secrets),
+            Budgets(store, config.budgets),
+            sandboxes,
+        )
+        room_id = ensure_room(store, "terminal", user, "terminal")
+        conversation = exchange.open(room_id, saved)
+        exchange.hear(room_id, conversation, Said(room_key, speaker, message), answer=True)
         try:
-            return await conductor.respond(transcript, Terminal())
+            outcome = await exchange.answer(room_id, room_key, conversation, outlet)
+        except asyncio.CancelledError:  # Ctrl-C: stopped by the person
+            exchange.close(conversation, Ending.STOPPED, "interrupted")
+            raise
         finally:
             if sandboxes is not None:
-                await sandboxes.close(stop=False)
+                await sandboxes.close()
+        exchange.close(conversation, outcome.ending, outcome.stop_reason)
+        return exchange, conversation, outcome
 
     try:
-        outcome = asyncio.run(converse())
+        exchange, conversation, outcome = asyncio.run(converse())
     except KeyboardInterrupt:
-        ledger.close(session_id, "cut")
-        end_session(store, session_id, "cut")
         click.secho("\nstopped", fg="yellow")
         sys.exit(130)
-    ledger.close(session_id)
-    end_session(store, session_id)
     elapsed = time.monotonic() - started
-    report = ledger.verify_session(session_id)
-    budget = conductor.budget
+    report = exchange.ledger.verify_session(conversation.session_id)
+    budget = conversation.budget
     spoken = [t for t in outcome.turns if t.finish != "pass"]
     click.secho(
-        f"{len(spoken)} turns · {budget.tokens} tokens · ${budget.cost_usd:.4f} · {elapsed:.1f}s",
+        f"{len(spoken)} turns · {budget.tokens} tokens · ${budget.cost_usd:.4f} · {elapsed:.1f}s"
+        f" · {outcome.ending}",
         bold=True,
     )
     for agent, (tokens, cost) in budget.by_agent.items():
@@ -135,7 +151,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
     click.echo(
         f"receipts: {report.checked} signed events, "
         + ("chain verified" if report.ok else f"{len(report.problems)} problems")
-        + f" · session {session_id}"
+        + f" · session {conversation.session_id}"
     )
 
 

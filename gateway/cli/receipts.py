@@ -64,7 +64,7 @@ def receipts_verify(
     from ..receipts.chain import verify_chain
     from ..receipts.nip19 import npub_decode
     from ..receipts.nostr import EventFormatError, parse_event
-    from ..rooms import find_room
+    from ..store.rooms import find_room
 
     if sum(x is not None for x in (session_id, room, bundle)) != 1:
         _fail("give exactly one of --session, --room or --file")

@@ -11,26 +11,6 @@ from .app import Context, _fail, cli, pass_context
 # -- sandbox -----------------------------------------------------------------------------------
 
 
-def _terminal_sandboxes(context: Context):  # type: ignore[no-untyped-def]
-    """Sandboxes for `potluck run`, or None (with a note) when no engine answers."""
-    import docker
-
-    from runtime.sandbox import Sandboxes
-
-    try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception:
-        click.secho(
-            "note: no Docker engine answers, so agents run without their tools "
-            "(start one with deploy/engine.sh)",
-            fg="yellow",
-        )
-        return None
-    config = context.config
-    return Sandboxes(config.home / "state", install=config.install_id, client=client)
-
-
 @cli.group()
 def sandbox() -> None:
     """Build the sandbox image, check what the engine enforces, reset a room's sandbox."""

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from ..store.db import Store
-from ..store.models import Publication, ReceiptRow, Room, Session, now
+from ..store.models import Publication, ReceiptRow, RecipeVersion, Room, Session, now
 from . import kinds
 from .chain import Link, RecipeRef, Report, receipt, recipe_event, verify_chain
 from .keys import KeyPair
@@ -71,6 +71,7 @@ class Ledger:
                 raise LedgerError(f"no session {session_id}")
             room = db.get(Room, row.room_id)
             settings = room.settings or {}
+            version = db.get(RecipeVersion, row.recipe_version_id)
             last = db.execute(
                 select(ReceiptRow.seq, ReceiptRow.id)
                 .where(ReceiptRow.session_id == session_id)
@@ -83,7 +84,7 @@ class Ledger:
         tip = _Tip(
             room_id=row.room_id,
             recipe=RecipeRef(
-                settings.get("recipe_name", ""), row.recipe_version_id, self.signer.pubkey
+                version.name if version else "", row.recipe_version_id, self.signer.pubkey
             ),
             transparent=bool(settings.get("transparent")),
             relays=relays,
@@ -154,14 +155,9 @@ class Ledger:
                 self._tips.clear()
                 raise
 
-    def open(self, session_id: str, recipe_name: str) -> Event:
-        """First link of a session's chain; names the recipe version it runs."""
-        with self.store.session.begin() as db:
-            row = db.get(Session, session_id)
-            if row is None:
-                raise LedgerError(f"no session {session_id}")
-            room = db.get(Room, row.room_id)
-            room.settings = {**(room.settings or {}), "recipe_name": recipe_name}
+    def open(self, session_id: str, recipe_name: str, version_id: str) -> Event:
+        """First link of a session's chain; names the recipe version it runs (read from the
+        session's row: the name and version are given for the reader of this call)."""
         self._tips.pop(session_id, None)
         return self._append(session_id, kinds.SESSION_MARK, {"mark": "open"}, None)
 
@@ -240,12 +236,17 @@ class Ledger:
             killed=outcome.killed,
         )
 
-    def close(self, session_id: str, reason: str = "ended") -> Event:
+    def end_exchange(self, session_id: str, ending: str, detail: str = "") -> Event:
+        """How one exchange (the agents answering one message) ended."""
+        fields = {"mark": "exchange", "ending": str(ending), "detail": detail[:300]}
+        return self._append(session_id, kinds.SESSION_MARK, fields, None)
+
+    def close(self, session_id: str, ending: str, detail: str = "") -> Event:
         tip = self._tip(session_id)
         event = self._append(
             session_id,
             kinds.SESSION_MARK,
-            {"mark": "close", "reason": reason, "count": tip.seq + 1},
+            {"mark": "close", "reason": str(ending), "detail": detail[:300], "count": tip.seq + 1},
             None,
         )
         self._tips.pop(session_id, None)

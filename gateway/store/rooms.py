@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy import select
 
-from .store.db import Store
-from .store.models import Room, Session, now
+from .db import Store
+from .models import Room, Session, now
 
 
 def ensure_room(store: Store, platform: str, platform_room_id: str, title: str = "") -> int:
@@ -74,3 +74,22 @@ def find_room(store: Store, spec: str) -> int | None:
         return db.scalar(
             select(Room.id).where(Room.platform == platform, Room.platform_room_id == room)
         )
+
+
+def room_recipe(store: Store, room_id: int) -> tuple[str | None, Session | None]:
+    """The version attached to a room, and its live session if there is one."""
+    with store.session() as db:
+        room = db.get(Room, room_id)
+        live = db.scalar(
+            select(Session).where(Session.room_id == room_id, Session.status == "live")
+        )
+        return (room.recipe_version_id if room else None), live
+
+
+def room_ids(store: Store, platform: str) -> dict[int, str]:
+    """Every room of a platform the store knows: id → the platform's room id."""
+    with store.session() as db:
+        return {
+            r.id: r.platform_room_id
+            for r in db.scalars(select(Room).where(Room.platform == platform))
+        }

@@ -1,0 +1,138 @@
+"""/recipe …: what a room runs, and the recipes themselves.
+
+A room admin's edit (`/recipe set`) makes a version that only this room runs: the recipe's
+head, which every other room's `/recipe use NAME` reads, moves only by the install's owner
+(the web room's editor, `potluck recipe set`), so one room cannot change another's recipe.
+"""
+
+from __future__ import annotations
+
+from adapters.base import Attachment
+from runtime.recipes import diff, short_ref, to_yaml
+from runtime.recipes.files import recipe_from_bytes
+
+from ..library import Saved
+from .context import Request
+from .table import handles
+
+
+async def _attach(req: Request, saved: Saved, why: str) -> None:
+    room = req.room
+    room.conversation = req.services.exchange.switch(room.room_id, room.conversation, saved, why)
+
+
+@handles("recipe list")
+async def recipe_list(req: Request) -> None:
+    await req.say(
+        "\n".join(
+            f"{s.ref} — {s.recipe.title} [{', '.join(a.name for a in s.recipe.agents)}]"
+            for s in req.services.library.heads()
+        )
+    )
+
+
+@handles("recipe show")
+async def recipe_show(req: Request) -> None:
+    saved = req.services.library.get(req.args[0]) if req.args else req.conversation().saved
+    agents = "\n".join(f"  {a.name}: {a.model}" for a in saved.recipe.agents)
+    await req.say(
+        f"{saved.ref} — {saved.recipe.title}\n{saved.recipe.description}\n"
+        f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}"
+    )
+
+
+@handles("recipe use")
+async def recipe_use(req: Request) -> None:
+    library = req.services.library
+    if not req.args:
+        heads = library.heads()
+        await req.say(
+            "Pick a recipe (or type /recipe use NAME):\n"
+            + "\n".join(f"  {s.recipe.name} — {s.recipe.title}" for s in heads),
+            choices=tuple((s.recipe.title, f"/recipe use {s.recipe.name}") for s in heads),
+        )
+        return
+    saved = library.get(req.args[0])
+    await _attach(req, saved, "another recipe was attached")
+    names = ", ".join(a.name for a in saved.recipe.agents)
+    await req.say(f"this room now runs {saved.ref} ({saved.recipe.title}): {names}")
+
+
+@handles("recipe fork")
+async def recipe_fork(req: Request) -> None:
+    source, new_name = req.args
+    saved = req.services.library.fork(source, new_name)
+    await _attach(req, saved, "the room forked its recipe")
+    await req.say(
+        f"forked {source} as {saved.ref}; this room now runs the fork. "
+        "Edit it with /recipe set PATH VALUE"
+    )
+
+
+@handles("recipe set")
+async def recipe_set(req: Request) -> None:
+    current = req.conversation().saved
+    path, _, value = req.command.raw_args.partition(" ")
+    library = req.services.library
+    edited = library.set_in_room(current.id, path, value.strip())
+    await _attach(req, edited, "the room edited its recipe")
+    changes = "\n".join(f"  {c.render()}" for c in diff(current.recipe, edited.recipe))
+    await req.say(
+        f"{edited.ref}:\n{changes}\nThis edit runs in this room only; elsewhere it is "
+        f"/recipe use {edited.ref}"
+    )
+
+
+@handles("recipe diff")
+async def recipe_diff(req: Request) -> None:
+    library = req.services.library
+    a, b = library.get(req.args[0]), library.get(req.args[1])
+    await req.say("\n".join(c.render() for c in diff(a.recipe, b.recipe)) or "no differences")
+
+
+@handles("recipe history")
+async def recipe_history(req: Request) -> None:
+    ref = req.args[0] if req.args else req.conversation().saved.id
+    chain = req.services.library.lineage(ref)
+    await req.say(
+        "\n".join(
+            f"{'  ' * i}← {s.ref if isinstance(s, Saved) else s}" for i, s in enumerate(chain)
+        )
+    )
+
+
+@handles("recipe export")
+async def recipe_export(req: Request) -> None:
+    saved = req.services.library.get(req.args[0]) if req.args else req.conversation().saved
+    document = to_yaml(saved.recipe)
+    if req.capabilities.files:
+        file = Attachment(f"{saved.recipe.name}.yaml", "application/yaml", document.encode())
+        await req.say(f"{saved.ref}: {saved.recipe.title}", attachments=(file,))
+    else:
+        await req.say(f"{short_ref(saved.recipe)}.yaml:\n{document}")
+
+
+@handles("recipe import")
+async def recipe_import(req: Request) -> None:
+    if not req.incoming.attachments:
+        await req.say(
+            "attach the recipe file to the /recipe import message "
+            "(.yaml, or a SillyTavern card .json/.png)"
+        )
+        return
+    file = req.incoming.attachments[0]
+    library = req.services.library
+    recipe = recipe_from_bytes(file.data, file.name)
+    existed = library.has(recipe.name)
+    saved = library.keep(recipe, "import")
+    if existed and library.get(recipe.name).id != saved.id:
+        # a room's import never replaces the recipe other rooms get by this name
+        await req.say(
+            f"imported {saved.ref} ({saved.recipe.title}) beside the existing {recipe.name}; "
+            f"attach it with /recipe use {saved.ref}"
+        )
+        return
+    await req.say(
+        f"imported {saved.ref} ({saved.recipe.title}); "
+        f"attach it with /recipe use {saved.recipe.name}"
+    )
