@@ -16,7 +16,6 @@ from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts import kinds
 from gateway.receipts.keys import KeyPair, write_key_file
-from gateway.receipts.ledger import Ledger
 from gateway.service import Gateway
 from gateway.store.db import Store
 from gateway.store.models import Publication, ReceiptRow, Session
