@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from gateway.receipts import kinds
 from gateway.receipts.chain import reveal_matches, verify_chain
+from gateway.receipts.endings import Ending
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.ledger import Ledger
 from gateway.store.models import ReceiptRow
@@ -34,7 +35,7 @@ def conversation(ledger: Ledger, sid: str) -> None:
         output="4\n",
         wall_ms=12,
     )
-    ledger.close(sid)
+    ledger.close(sid, Ending.COMPLETED)
 
 
 def test_a_session_chain_verifies_and_commits_instead_of_revealing(world) -> None:
@@ -94,13 +95,13 @@ def test_tampering_with_any_stored_byte_is_caught(world, where: str) -> None:
     event = json.loads(victim.event_json)
     values: dict = {}
     if where == "content":
-        event["content"] = event["content"].replace('"v":1', '"v":2')
+        event["content"] = event["content"].replace('"chars":', '"chars":1')
     elif where == "sig":
         event["sig"] = ("0" if event["sig"][0] != "0" else "1") + event["sig"][1:]
     elif where == "created_at":
         event["created_at"] += 1
     elif where == "kind-tag":
-        event["tags"][0][1] = "another-session"
+        event["tags"][1][1] = "another-session"
     if where == "plaintext":
         values["plaintext"] = victim.plaintext + "!"
     else:
