@@ -43,7 +43,7 @@ class PublishResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _auth_signer(keys: KeyPair) -> Callable[[str, str], Event]:
+def auth_signer(keys: KeyPair) -> Callable[[str, str], Event]:
     def sign(relay: str, challenge: str) -> Event:
         tags = [["relay", relay], ["challenge", challenge]]
         return sign_event(keys.secret, int(time.time()), AUTH_KIND, tags, "")
@@ -97,7 +97,7 @@ async def _publish_to(
         return
     info = await fetch_info(relay, timeout)
     try:
-        async with RelayClient(relay, _auth_signer(keys), timeout) as client:
+        async with RelayClient(relay, auth_signer(keys), timeout) as client:
             if info.auth_required:
                 await client.authenticate()
             else:
@@ -110,7 +110,7 @@ async def _publish_to(
                     result.rejected += 1
                     continue
                 outcome = await client.publish(event)
-                if outcome.accepted:
+                if outcome.stored:
                     _mark(store, event_id, relay, "ok", attempts + 1, outcome.message or None)
                     result.accepted += 1
                 elif outcome.permanent:
