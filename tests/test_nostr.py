@@ -206,3 +206,20 @@ def test_wrong_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="expected npub"):
         nip19.npub_decode(nip19.note_encode(PUBKEY))
     assert bech32.decode(bech32.encode("x", b"")) == ("x", b"")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=120),
+    st.lists(st.lists(st.text(max_size=12), min_size=1, max_size=3), max_size=4),
+)
+def test_the_wire_form_cut_from_the_serialisation_is_the_standard_json(
+    content: str, tags: list[list[str]]
+) -> None:
+    """Signing keeps the JSON it already wrote for the id instead of encoding again: that
+    text must be exactly what the standard encoder writes, and parse back to the event."""
+    pair = KeyPair.generate()
+    event = sign_event(pair.secret, 1700000000, 4741, tags, content)
+    standard = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert event.to_json() == standard
+    assert parse_event(json.loads(event.to_json())) == event and check_event(event) is None

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coincurve import PrivateKey, PublicKeyXOnly
@@ -39,16 +39,28 @@ def _string(value: str) -> str:
 _OTHER_CONTROL = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
 
 
+def _plain(
+    pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str
+) -> str | None:
+    """The serialisation as JSON text when json.dumps writes exactly what NIP-01 asks (no
+    control characters beyond the seven it escapes); None when it does not."""
+    text = json.dumps(
+        [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
+    )
+    if "\\u00" in text:  # a \u00XX escape, or text that merely looks like one: check exactly
+        strings = [content, *(v for tag in tags for v in tag)]
+        if any(_OTHER_CONTROL.search(v) for v in strings):
+            return None
+    return text
+
+
 def serialize(
     pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str
 ) -> bytes:
     """The byte string whose SHA-256 is the event id, per NIP-01's serialisation rules."""
-    strings = [content, *(v for tag in tags for v in tag)]
-    if not any(_OTHER_CONTROL.search(v) for v in strings):
-        # Without those, json.dumps escapes exactly the seven NIP-01 characters: fast path.
-        return json.dumps(
-            [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+    text = _plain(pubkey, created_at, kind, tags, content)
+    if text is not None:
+        return text.encode("utf-8")
     tag_text = ",".join("[" + ",".join(_string(v) for v in tag) + "]" for tag in tags)
     text = f"[0,{_string(pubkey)},{created_at},{kind},[{tag_text}],{_string(content)}]"
     return text.encode("utf-8")
@@ -63,6 +75,8 @@ class Event:
     tags: tuple[tuple[str, ...], ...]
     content: str
     sig: str
+    # The wire JSON when the signer already wrote it (to_json's text, computed once).
+    wire: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +91,8 @@ class Event:
 
     def to_json(self) -> str:
         """Wire form: standard JSON, one line; any parser reads back the same strings."""
+        if self.wire is not None:
+            return self.wire
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
     def tag(self, name: str) -> tuple[str, ...] | None:
@@ -106,10 +122,27 @@ class Signer:
         content: str,
         aux: bytes | None = None,
     ) -> Event:
-        eid = event_id(self.pubkey, created_at, kind, tags, content)
-        sig = self._key.sign_schnorr(bytes.fromhex(eid), os.urandom(32) if aux is None else aux)
+        text = _plain(self.pubkey, created_at, kind, tags, content)
+        if text is None:
+            raw = serialize(self.pubkey, created_at, kind, tags, content)
+        else:
+            raw = text.encode("utf-8")
+        digest = hashlib.sha256(raw).digest()
+        eid = digest.hex()
+        sig = self._key.sign_schnorr(digest, os.urandom(32) if aux is None else aux).hex()
+        wire = None
+        if text is not None:
+            # The serialisation already holds the tags' and content's JSON (the same text
+            # to_json would write): the wire form is cut from it, not encoded again.
+            head = len(f'[0,"{self.pubkey}",{created_at},{kind},')
+            content_json = json.dumps(content, ensure_ascii=False)
+            tags_json = text[head : len(text) - len(content_json) - 2]
+            wire = (
+                f'{{"id":"{eid}","pubkey":"{self.pubkey}","created_at":{created_at},'
+                f'"kind":{kind},"tags":{tags_json},"content":{content_json},"sig":"{sig}"}}'
+            )
         return Event(
-            eid, self.pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig.hex()
+            eid, self.pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig, wire
         )
 
 
