@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.receipts import bech32, nip19
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.nostr import (
+    Signer,
     check_event,
     event_id,
     parse_event,
@@ -223,3 +224,16 @@ def test_the_wire_form_cut_from_the_serialisation_is_the_standard_json(
     standard = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
     assert event.to_json() == standard
     assert parse_event(json.loads(event.to_json())) == event and check_event(event) is None
+
+
+def test_the_cached_key_pair_signs_exactly_as_coincurve_does() -> None:
+    """Same key, digest and auxiliary randomness: the same BIP-340 signature, byte for byte."""
+    for vector in bip340_vectors():
+        if not vector["secret key"]:
+            continue
+        signer = Signer(bytes.fromhex(vector["secret key"]))
+        digest, aux = bytes.fromhex(vector["message"]), bytes.fromhex(vector["aux_rand"])
+        assert signer.schnorr(digest, aux).hex().upper() == vector["signature"]
+        assert signer.schnorr(digest, aux) == PrivateKey(signer._key.secret).sign_schnorr(
+            digest, aux
+        )
