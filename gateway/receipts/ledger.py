@@ -226,6 +226,10 @@ class Ledger:
             try:
                 with self.store.write() as conn:
                     if not outer and conn.dialect.name == "postgresql":
+                        # Commit without waiting for the WAL flush: a crash may lose the
+                        # last fraction of a second of exchanges (messages and receipts
+                        # alike, never one without the other; the chain just ends earlier),
+                        # and an exchange no longer waits on a disk flush.
                         conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                     yield conn
                     if not outer and self._pending:
