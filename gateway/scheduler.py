@@ -18,11 +18,20 @@ from .schedules import Schedules
 log = logging.getLogger("potluck.scheduler")
 
 
-def start_scheduler(gateway: Any, publish_every_s: int = 30, reap_every_s: int = 60) -> Any:
+def start_scheduler(
+    store: Any,
+    keys: Any,
+    sandboxes: Any = None,
+    intake: Any = None,
+    publish_every_s: int = 30,
+    reap_every_s: int = 60,
+) -> tuple[Any, Schedules | None]:
+    """The running scheduler, and the rooms' schedules when there is an `intake` (the
+    gateway's entry point) for their runs to go into."""
     scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
 
     async def publish() -> None:
-        result = await publish_pending(gateway.store, gateway.ledger.keys)
+        result = await publish_pending(store, keys)
         if result.accepted or result.errors:
             log.info(
                 "relays: %d accepted, %d rejected, %d errors (kept for retry)",
@@ -32,14 +41,13 @@ def start_scheduler(gateway: Any, publish_every_s: int = 30, reap_every_s: int =
             )
 
     async def reap() -> None:
-        if gateway.sandboxes is not None:
-            reaped = await gateway.sandboxes.reap_idle()
-            if reaped:
-                log.info("reaped %d idle sandboxes (workspaces kept)", len(reaped))
+        reaped = await sandboxes.reap_idle()
+        if reaped:
+            log.info("reaped %d idle sandboxes (workspaces kept)", len(reaped))
 
     scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
-    scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
-    # rooms' jobs, kept in the store; what fires goes into the gateway's intake
-    gateway.services.schedules = Schedules(scheduler, gateway.store.engine, gateway.intake)
+    if sandboxes is not None:
+        scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
+    schedules = Schedules(scheduler, store.engine, intake) if intake is not None else None
     scheduler.start()
-    return scheduler
+    return scheduler, schedules

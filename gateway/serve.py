@@ -148,7 +148,9 @@ async def serve(config: Config) -> None:
 
 async def _serve(config: Config) -> None:
     gateway = await build(config, web=True)
-    scheduler = start_scheduler(gateway)
+    scheduler, gateway.services.schedules = start_scheduler(
+        gateway.store, gateway.ledger.keys, gateway.sandboxes, gateway.intake
+    )
     web = gateway.adapters.get("web")
     if web is not None:
         if sys.stdout.isatty():  # the token is for the person at this terminal

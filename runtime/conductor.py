@@ -94,6 +94,15 @@ class Ending(StrEnum):
     CUT = "cut"  # a crash or a shutdown
     ERROR = "error"  # no model could answer
 
+    @classmethod
+    def parse(cls, value: object) -> Ending:
+        """An Ending from its value, or ValueError naming the allowed ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(e.value for e in cls)
+            raise ValueError(f"{value!r} is not an ending; endings are: {allowed}") from None
+
 
 @dataclass
 class Outcome:

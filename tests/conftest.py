@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = ROOT.parent / "shared" / "vectors"
+# Reference data from the specifications, kept in the repository (tests/data/README.md says
+# where each file comes from); SHARED_VECTORS is the checked reference copy beside a checkout.
+VECTORS = ROOT / "tests" / "data"
+SHARED_VECTORS = ROOT.parent / "shared" / "vectors"
 REQUIRE_REAL = bool(os.environ.get("CI")) or os.environ.get("POTLUCK_REQUIRE_SERVICES") == "1"
 
 # CI replays the same examples every run (a red run must mean a regression); developers'

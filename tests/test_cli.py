@@ -94,11 +94,11 @@ def _session_with_receipts(home: Path) -> str:
     """A session written through the library and ledger, as the gateway will."""
     from gateway.config import load_config
     from gateway.library import Library
+    from gateway.receipts.endings import Ending
     from gateway.receipts.keys import read_key_file
     from gateway.receipts.ledger import Ledger
     from gateway.store.db import Store
     from gateway.store.rooms import ensure_room, start_session
-    from runtime.conductor import Ending
 
     config = load_config(home, env={})
     store = Store(config.database_url)
@@ -124,7 +124,7 @@ def _session_with_receipts(home: Path) -> str:
 def test_receipts_verify_export_and_reveal(home: Path, tmp_path: Path) -> None:
     sid = _session_with_receipts(home)
     assert (
-        "4 events, ids, signatures and chain verified"
+        "(format v2): 4 events, ids, signatures and chain verified"
         in potluck(home, "receipts", "verify", "--session", sid).stdout
     )
     assert "verified" in potluck(home, "receipts", "verify", "--room", "web:cli-room").stdout
@@ -138,7 +138,7 @@ def test_receipts_verify_export_and_reveal(home: Path, tmp_path: Path) -> None:
     lines = bundle.read_text().splitlines()
     tampered = tmp_path / "t.jsonl"
     altered = json.loads(lines[1])
-    altered["content"] = altered["content"].replace('"v":1', '"v":9')
+    altered["content"] = altered["content"].replace('"chars":', '"chars":9')
     tampered.write_text("\n".join([lines[0], json.dumps(altered), *lines[2:]]))
     bad = potluck(home, "receipts", "verify", "--file", str(tampered), ok=False)
     assert bad.returncode == 1 and "#1" in bad.stdout and "id does not match" in bad.stdout

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.receipts import bech32, nip19
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.nostr import (
+    Signer,
     check_event,
     event_id,
     parse_event,
@@ -23,7 +24,7 @@ from gateway.receipts.nostr import (
     sign_event,
 )
 
-from .conftest import VECTORS
+from .conftest import SHARED_VECTORS, VECTORS
 
 PUBKEY = "3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d"
 
@@ -51,6 +52,18 @@ def test_the_vector_file_is_the_even_y_revision() -> None:
     comments = " ".join(v["comment"] for v in bip340_vectors())
     assert "has_even_y" in comments and "has_square_y" not in comments
     assert len(bip340_vectors()) >= 15
+
+
+def test_the_kept_vectors_are_the_specifications_byte_for_byte() -> None:
+    """The copy in tests/data is what BIP-340 publishes: compared with the shared reference
+    copy where one sits beside the checkout, and with the digest noted in its README always."""
+    kept = (VECTORS / "bip340-test-vectors.csv").read_bytes()
+    noted = (VECTORS / "README.md").read_text(encoding="utf-8")
+    assert hashlib.sha256(kept).hexdigest() in noted
+    reference = SHARED_VECTORS / "bip340-test-vectors.csv"
+    if not reference.exists():
+        pytest.skip(f"no reference copy at {reference} (a clone on its own); the digest matched")
+    assert kept == reference.read_bytes()
 
 
 def test_serialisation_escapes_exactly_the_seven_nip01_characters() -> None:
@@ -194,3 +207,33 @@ def test_wrong_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="expected npub"):
         nip19.npub_decode(nip19.note_encode(PUBKEY))
     assert bech32.decode(bech32.encode("x", b"")) == ("x", b"")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=120),
+    st.lists(st.lists(st.text(max_size=12), min_size=1, max_size=3), max_size=4),
+)
+def test_the_wire_form_cut_from_the_serialisation_is_the_standard_json(
+    content: str, tags: list[list[str]]
+) -> None:
+    """Signing keeps the JSON it already wrote for the id instead of encoding again: that
+    text must be exactly what the standard encoder writes, and parse back to the event."""
+    pair = KeyPair.generate()
+    event = sign_event(pair.secret, 1700000000, 4741, tags, content)
+    standard = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert event.to_json() == standard
+    assert parse_event(json.loads(event.to_json())) == event and check_event(event) is None
+
+
+def test_the_cached_key_pair_signs_exactly_as_coincurve_does() -> None:
+    """Same key, digest and auxiliary randomness: the same BIP-340 signature, byte for byte."""
+    for vector in bip340_vectors():
+        if not vector["secret key"]:
+            continue
+        signer = Signer(bytes.fromhex(vector["secret key"]))
+        digest, aux = bytes.fromhex(vector["message"]), bytes.fromhex(vector["aux_rand"])
+        assert signer.schnorr(digest, aux).hex().upper() == vector["signature"]
+        assert signer.schnorr(digest, aux) == PrivateKey(signer._key.secret).sign_schnorr(
+            digest, aux
+        )

@@ -201,12 +201,12 @@ async def test_every_exchange_ends_with_a_counted_ending_in_its_chain(home) -> N
             json.loads(json.loads(row.event_json)["content"])
             for row in db.scalars(
                 select(ReceiptRow)
-                .where(ReceiptRow.kind == kinds.SESSION_MARK)
+                .where(ReceiptRow.kind.in_((kinds.SESSION_MARK, kinds.EXCHANGE_END)))
                 .order_by(ReceiptRow.created_at, ReceiptRow.seq)
             )
         ]
         ended = db.scalars(select(Session).where(Session.status == "ended")).all()
-    endings = [m.get("ending") or m.get("reason") for m in marks if m.get("mark") != "open"]
+    endings = [m["ending"] for m in marks if "ending" in m]
     assert endings[:2] == ["completed", "stopped"], marks  # the exchange, then the session
     assert len(ended) == 1
 
@@ -255,17 +255,13 @@ def test_potluck_run_and_a_room_sign_the_same_exchange_alike(tmp_path: Path) -> 
         (kinds.PERSON_MESSAGE, ()),
         (kinds.AGENT_TURN, ("first", "scripted/echo", "stop")),
         (kinds.AGENT_TURN, ("second", "scripted/echo", "stop")),
-        (kinds.SESSION_MARK, ("exchange", "completed")),
+        (kinds.EXCHANGE_END, ("completed",)),
         (kinds.SESSION_MARK, ("close", "completed")),
     ]
 
 
 def _shape(event_json: str) -> tuple[str, ...]:
     content = json.loads(json.loads(event_json)["content"])
-    if "mark" in content:
-        return tuple(
-            v for v in (content["mark"], content.get("ending") or content.get("reason")) if v
-        )
     if "agent" in content:
         return (content["agent"], content["model"], content["finish"])
-    return ()
+    return tuple(str(content[k]) for k in ("mark", "ending") if k in content)

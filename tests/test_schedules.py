@@ -55,7 +55,10 @@ async def make(tmp: Path, store: Store) -> tuple[Gateway, MemoryPlatform, object
     platform = MemoryPlatform()
     platform.admins.add("alice")
     await gateway.add_adapter(platform)
-    return gateway, platform, start_scheduler(gateway)
+    scheduler, gateway.services.schedules = start_scheduler(
+        store, gateway.ledger.keys, None, gateway.intake
+    )
+    return gateway, platform, scheduler
 
 
 def say(platform: MemoryPlatform, text: str, event: str, who: str = "alice") -> Incoming:

@@ -27,13 +27,16 @@ def _ledger(context: Context):  # type: ignore[no-untyped-def]
 
 
 def _print_report(name: str, report) -> bool:  # type: ignore[no-untyped-def]
+    fmt = report.format_label  # which receipts format each session's events are in
     if report.ok:
         click.secho(
-            f"{name}: {report.checked} events, ids, signatures and chain verified", fg="green"
+            f"{name} ({fmt}): {report.checked} events, ids, signatures and chain verified",
+            fg="green",
         )
     else:
         click.secho(
-            f"{name}: {len(report.problems)} problem(s) in {report.checked} events", fg="red"
+            f"{name} ({fmt}): {len(report.problems)} problem(s) in {report.checked} events",
+            fg="red",
         )
         for problem in report.problems:
             click.echo(f"  - {problem}")

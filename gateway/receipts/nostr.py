@@ -10,10 +10,13 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coincurve import PrivateKey, PublicKeyXOnly
+from coincurve._libsecp256k1 import ffi as _ffi  # coincurve's own binding of libsecp256k1
+from coincurve._libsecp256k1 import lib as _lib
+from coincurve.context import GLOBAL_CONTEXT
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX128 = re.compile(r"^[0-9a-f]{128}$")
@@ -39,16 +42,28 @@ def _string(value: str) -> str:
 _OTHER_CONTROL = re.compile("[\x00-\x07\x0b\x0e-\x1f]")
 
 
+def _plain(
+    pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str
+) -> str | None:
+    """The serialisation as JSON text when json.dumps writes exactly what NIP-01 asks (no
+    control characters beyond the seven it escapes); None when it does not."""
+    text = json.dumps(
+        [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
+    )
+    if "\\u00" in text:  # a \u00XX escape, or text that merely looks like one: check exactly
+        strings = [content, *(v for tag in tags for v in tag)]
+        if any(_OTHER_CONTROL.search(v) for v in strings):
+            return None
+    return text
+
+
 def serialize(
     pubkey: str, created_at: int, kind: int, tags: list[list[str]], content: str
 ) -> bytes:
     """The byte string whose SHA-256 is the event id, per NIP-01's serialisation rules."""
-    strings = [content, *(v for tag in tags for v in tag)]
-    if not any(_OTHER_CONTROL.search(v) for v in strings):
-        # Without those, json.dumps escapes exactly the seven NIP-01 characters: fast path.
-        return json.dumps(
-            [0, pubkey, created_at, kind, tags, content], separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+    text = _plain(pubkey, created_at, kind, tags, content)
+    if text is not None:
+        return text.encode("utf-8")
     tag_text = ",".join("[" + ",".join(_string(v) for v in tag) + "]" for tag in tags)
     text = f"[0,{_string(pubkey)},{created_at},{kind},[{tag_text}],{_string(content)}]"
     return text.encode("utf-8")
@@ -63,6 +78,8 @@ class Event:
     tags: tuple[tuple[str, ...], ...]
     content: str
     sig: str
+    # The wire JSON when the signer already wrote it (to_json's text, computed once).
+    wire: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +94,8 @@ class Event:
 
     def to_json(self) -> str:
         """Wire form: standard JSON, one line; any parser reads back the same strings."""
+        if self.wire is not None:
+            return self.wire
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
     def tag(self, name: str) -> tuple[str, ...] | None:
@@ -92,11 +111,29 @@ def event_id(pubkey: str, created_at: int, kind: int, tags: list[list[str]], con
 
 
 class Signer:
-    """A secret key held with its derived public key, so each signature costs one signing."""
+    """A secret key held with its derived key pair and public key, so each signature costs
+    one signing and one verification (coincurve's `sign_schnorr` derives both again on
+    every call: two of its five curve operations)."""
 
     def __init__(self, secret: bytes) -> None:
         self._key = PrivateKey(secret)
-        self.pubkey = self._key.public_key_xonly.format().hex()
+        xonly = self._key.public_key_xonly
+        self.pubkey = xonly.format().hex()
+        self._xonly = xonly.public_key
+        self._keypair = _ffi.new("secp256k1_keypair *")
+        if not _lib.secp256k1_keypair_create(GLOBAL_CONTEXT.ctx, self._keypair, secret):
+            raise ValueError("the secret key is invalid")
+
+    def schnorr(self, digest: bytes, aux: bytes) -> bytes:
+        """BIP-340 signature of a 32-byte digest with fresh auxiliary randomness, checked
+        before it is released (as coincurve does, and BIP-340 advises against faults)."""
+        signature = _ffi.new("unsigned char[64]")
+        ctx = GLOBAL_CONTEXT.ctx
+        if not _lib.secp256k1_schnorrsig_sign32(ctx, signature, digest, self._keypair, aux):
+            raise ValueError("signing failed")
+        if not _lib.secp256k1_schnorrsig_verify(ctx, signature, digest, 32, self._xonly):
+            raise ValueError("the signature failed its own check")
+        return bytes(_ffi.buffer(signature))
 
     def sign(
         self,
@@ -106,10 +143,29 @@ class Signer:
         content: str,
         aux: bytes | None = None,
     ) -> Event:
-        eid = event_id(self.pubkey, created_at, kind, tags, content)
-        sig = self._key.sign_schnorr(bytes.fromhex(eid), os.urandom(32) if aux is None else aux)
+        text = _plain(self.pubkey, created_at, kind, tags, content)
+        if text is None:
+            raw = serialize(self.pubkey, created_at, kind, tags, content)
+        else:
+            raw = text.encode("utf-8")
+        digest = hashlib.sha256(raw).digest()
+        eid = digest.hex()
+        sig = self.schnorr(digest, os.urandom(32) if aux is None else aux).hex()
+        wire = None
+        if text is not None:
+            # The serialisation already holds the tags' and content's JSON (the same text
+            # to_json would write): the wire form is cut from it, not encoded again.
+            # The tags' JSON ends at the first `],"`: inside a tag or the content a quote is
+            # always escaped, so only the end of the tag list has a bare quote after `],`.
+            head = len(f'[0,"{self.pubkey}",{created_at},{kind},')
+            end = text.index('],"', head - 1) + 1
+            tags_json, content_json = text[head:end], text[end + 1 : -1]
+            wire = (
+                f'{{"id":"{eid}","pubkey":"{self.pubkey}","created_at":{created_at},'
+                f'"kind":{kind},"tags":{tags_json},"content":{content_json},"sig":"{sig}"}}'
+            )
         return Event(
-            eid, self.pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig.hex()
+            eid, self.pubkey, created_at, kind, tuple(tuple(t) for t in tags), content, sig, wire
         )
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.sql.functions import coalesce
 
 from ..store.db import Store
-from ..store.models import Publication, ReceiptRow, now
+from ..store.models import Publication, ReceiptRow, RecipeEvent, now
 from .keys import KeyPair
 from .nostr import Event, parse_event, sign_event
 from .relay import AUTH_KIND, RelayClient, RelayError, fetch_info
@@ -42,7 +43,7 @@ class PublishResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _auth_signer(keys: KeyPair) -> Callable[[str, str], Event]:
+def auth_signer(keys: KeyPair) -> Callable[[str, str], Event]:
     def sign(relay: str, challenge: str) -> Event:
         tags = [["relay", relay], ["challenge", challenge]]
         return sign_event(keys.secret, int(time.time()), AUTH_KIND, tags, "")
@@ -70,21 +71,33 @@ async def _publish_to(
     store: Store, keys: KeyPair, relay: str, timeout: float, force: bool, result: PublishResult
 ) -> None:
     with store.session() as db:
+        # A publication names a receipt or a recipe event (a version the receipts point at,
+        # which goes first, so a reader never finds a reference before what it names).
         query = (
-            select(Publication, ReceiptRow)
-            .join(ReceiptRow, ReceiptRow.id == Publication.event_id)
+            select(
+                Publication.event_id,
+                coalesce(RecipeEvent.event_json, ReceiptRow.event_json),
+                Publication.attempts,
+            )
+            .outerjoin(ReceiptRow, ReceiptRow.id == Publication.event_id)
+            .outerjoin(RecipeEvent, RecipeEvent.id == Publication.event_id)
             .where(Publication.relay == relay, Publication.state == "pending")
-            .order_by(ReceiptRow.created_at, ReceiptRow.seq)
+            .order_by(
+                RecipeEvent.id.is_(None),
+                RecipeEvent.signed_at,
+                ReceiptRow.created_at,
+                ReceiptRow.seq,
+            )
             .limit(BATCH)
         )
         if not force:
             query = query.where(Publication.next_try_at <= now())
-        due = [(pub.event_id, row.event_json, pub.attempts) for pub, row in db.execute(query)]
+        due = [(eid, text, attempts) for eid, text, attempts in db.execute(query) if text]
     if not due:
         return
     info = await fetch_info(relay, timeout)
     try:
-        async with RelayClient(relay, _auth_signer(keys), timeout) as client:
+        async with RelayClient(relay, auth_signer(keys), timeout) as client:
             if info.auth_required:
                 await client.authenticate()
             else:
@@ -97,7 +110,7 @@ async def _publish_to(
                     result.rejected += 1
                     continue
                 outcome = await client.publish(event)
-                if outcome.accepted:
+                if outcome.stored:
                     _mark(store, event_id, relay, "ok", attempts + 1, outcome.message or None)
                     result.accepted += 1
                 elif outcome.permanent:

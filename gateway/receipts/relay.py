@@ -1,9 +1,15 @@
 """A small Nostr relay client: publish events (NIP-01), authenticate (NIP-42), read limits
-(NIP-11), query back with REQ. Thin async shell over `websockets`."""
+(NIP-11), query back with REQ. Thin async shell over `websockets`.
+
+A relay is a stranger: every wait is bounded (per message and per query), messages are
+capped in size, a query stops at a number of events, and what a relay sends is kept only if
+it is well-formed and matches the filters asked (events of other kinds or authors are
+dropped, with the reason). Signatures are the caller's to check."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import urllib.request
@@ -13,10 +19,13 @@ from typing import Any
 
 import websockets
 
-from .nostr import Event, parse_event
+from . import filters as nip01
+from .nostr import Event, EventFormatError, parse_event
 
 log = logging.getLogger("potluck.relay")
 AUTH_KIND = 22242  # NIP-42 client authentication
+MAX_MESSAGE = 1024 * 1024  # bytes of one relay message: a recipe version is at most half
+MAX_EVENTS = 5000  # events one query keeps before it stops
 
 
 @dataclass(frozen=True)
@@ -25,9 +34,15 @@ class Outcome:
     message: str
 
     @property
+    def stored(self) -> bool:
+        """The relay has the event: accepted now, or refused as a duplicate (some relays,
+        nostr-relay among them, answer a known event with `false, "duplicate: …"`)."""
+        return self.accepted or self.prefix == "duplicate"
+
+    @property
     def permanent(self) -> bool:
         """A refusal that retrying will not change."""
-        return not self.accepted and self.prefix in ("invalid", "blocked", "pow", "too-large")
+        return not self.stored and self.prefix in ("invalid", "blocked", "pow", "too-large")
 
     @property
     def prefix(self) -> str:
@@ -87,6 +102,20 @@ class RelayError(ConnectionError):
     pass
 
 
+class RelaySilent(RelayError):
+    """The relay said nothing within the time allowed."""
+
+
+@dataclass
+class Collected:
+    """What one query brought back: the events kept, whether the relay said it had sent all
+    it stores (EOSE), and why anything else was dropped."""
+
+    events: list[Event]
+    complete: bool
+    dropped: list[str] = field(default_factory=list)
+
+
 class RelayClient:
     """One connection to one relay. `sign_auth` signs NIP-42 challenges when a relay asks."""
 
@@ -104,7 +133,7 @@ class RelayClient:
     async def __aenter__(self) -> RelayClient:
         try:
             self._ws = await websockets.connect(
-                self.url, open_timeout=self.timeout, max_size=4 * 1024 * 1024
+                self.url, open_timeout=self.timeout, max_size=MAX_MESSAGE
             )
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise RelayError(f"cannot reach {self.url}: {exc}") from exc
@@ -114,13 +143,14 @@ class RelayClient:
         if self._ws is not None:
             await self._ws.close()
 
-    async def _receive(self) -> list[Any]:
+    async def _receive(self, timeout: float | None = None) -> list[Any]:
+        wait = self.timeout if timeout is None else timeout
         try:
-            raw = await asyncio.wait_for(self._ws.recv(), self.timeout)
+            raw = await asyncio.wait_for(self._ws.recv(), wait)
+        except TimeoutError as exc:  # before OSError, of which it is a subclass
+            raise RelaySilent(f"{self.url} did not answer within {wait:.1f}s") from exc
         except (websockets.WebSocketException, OSError) as exc:
             raise RelayError(f"{self.url} closed the connection: {exc}") from exc
-        except TimeoutError as exc:
-            raise RelayError(f"{self.url} did not answer within {self.timeout:.0f}s") from exc
         try:
             message = json.loads(raw)
         except ValueError:
@@ -194,16 +224,56 @@ class RelayClient:
                 return outcome
         return outcome
 
-    async def query(self, filters: dict[str, Any], sub_id: str = "potluck") -> list[Event]:
-        """Stored events matching the filter, up to EOSE."""
-        await self._send(["REQ", sub_id, filters])
-        events: list[Event] = []
-        while True:
-            message = await self._receive()
+    async def query(
+        self, filters: dict[str, Any] | list[dict[str, Any]], sub_id: str = "potluck"
+    ) -> list[Event]:
+        """Stored events matching the filter(s), up to EOSE; RelayError if it never comes."""
+        found = await self.collect(filters, sub_id=sub_id)
+        if not found.complete:
+            raise RelayError(f"{self.url} did not finish answering the query")
+        return found.events
+
+    async def collect(
+        self,
+        filters: dict[str, Any] | list[dict[str, Any]],
+        *,
+        sub_id: str = "potluck",
+        max_events: int = MAX_EVENTS,
+        deadline: float | None = None,
+    ) -> Collected:
+        """Stored events matching any of the filters, until EOSE, `max_events` or the
+        deadline (seconds; the client's timeout by default), whichever comes first. A relay
+        that never sends EOSE, or sends events nobody asked for, costs a bounded wait."""
+        asked = [filters] if isinstance(filters, dict) else list(filters)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + (self.timeout if deadline is None else deadline)
+        await self._send(["REQ", sub_id, *asked])
+        found = Collected([], complete=False)
+        seen: set[str] = set()
+        while (left := end - loop.time()) > 0:
+            try:
+                message = await self._receive(left)
+            except RelaySilent:
+                break
             if message[0] == "EVENT" and len(message) >= 3 and message[1] == sub_id:
-                events.append(parse_event(message[2]))
+                try:
+                    event = parse_event(message[2])
+                except EventFormatError as exc:
+                    found.dropped.append(f"malformed event: {exc}")
+                    continue
+                if not nip01.matches_any(asked, event):
+                    found.dropped.append(f"event {event.id[:12]}… does not match the query")
+                elif event.id not in seen:
+                    seen.add(event.id)
+                    found.events.append(event)
+                    if len(found.events) >= max_events:
+                        found.dropped.append(f"stopped at {max_events} events")
+                        break
             elif message[0] == "EOSE" and message[1:2] == [sub_id]:
-                await self._send(["CLOSE", sub_id])
-                return events
+                found.complete = True
+                break
             elif message[0] == "CLOSED" and message[1:2] == [sub_id]:
                 raise RelayError(f"{self.url} refused the query: {message[2:3]}")
+        with contextlib.suppress(RelayError):  # a relay that went away needs no CLOSE
+            await self._send(["CLOSE", sub_id])
+        return found

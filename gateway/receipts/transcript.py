@@ -39,7 +39,10 @@ def label(event: dict[str, Any]) -> str:
     if kind == kinds.TOOL_CALL:
         return f"{fields.get('agent', 'agent')} ran {fields.get('tool', 'a tool')}"
     if kind == kinds.SESSION_MARK:
-        return f"session {fields.get('mark', 'mark')}"
+        ending = f" ({fields['ending']})" if isinstance(fields.get("ending"), str) else ""
+        return f"session {fields.get('mark', 'mark')}{ending}"
+    if kind == kinds.EXCHANGE_END:
+        return f"exchange ended ({fields.get('ending', '?')})"
     return kinds.NAMES.get(kind, str(kind))
 
 

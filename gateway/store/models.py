@@ -135,11 +135,31 @@ class ReceiptRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class RecipeEvent(Base):
+    """A recipe version event or latest-version pointer (receipts format v2), stored exactly
+    as signed: this install's own, and those fetched from relays (a fork's parent, a recipe
+    a room runs), so receipts and forks can name the exact event they came from."""
+
+    __tablename__ = "recipe_events"
+    __table_args__ = (Index("ix_recipe_events_version_kind", "version_id", "kind"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the event id
+    kind: Mapped[int] = mapped_column(Integer)
+    pubkey: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[str] = mapped_column(String(64))  # the version, or the one pointed at
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    signed_at: Mapped[int] = mapped_column(BigInteger)  # the event's created_at
+    origin: Mapped[str] = mapped_column(String(16))  # signed | fetched
+    relay: Mapped[str | None] = mapped_column(String(255))  # where a fetched one was found
+    event_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 class Publication(Base):
-    """Publish state of one event on one relay: sent until a relay says OK."""
+    """Publish state of one event on one relay: sent until a relay says OK. The event is a
+    receipt or a recipe event (hence no foreign key: it names a row in either table)."""
 
     __tablename__ = "publications"
-    event_id: Mapped[str] = mapped_column(ForeignKey("receipts.id"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     relay: Mapped[str] = mapped_column(String(255), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|ok|rejected
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,157 @@
+"""What a third party does with a relay and one event id of a published session: fetch the
+whole session, its recipe version and its close mark with the documented filters
+(filters.py), and verify all of it. Needs no store and no key but the relays'.
+
+Format v2 only: a v1 receipt names its session in a tag relays do not index, so a v1
+session cannot be gathered from one id (`potluck receipts export` bundles still verify).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import filters, kinds
+from .chain import Report, event_format, verify_chain
+from .nostr import Event, check_event
+from .relay import RelayClient, RelayError
+from .travel import TIMEOUT, Fetched, FetchError, fetch_version, relays_to_ask
+
+PAGE = 1000  # events asked per page; a relay may send fewer
+
+
+class AuditError(LookupError):
+    pass
+
+
+@dataclass
+class Audit:
+    """A session as a stranger sees it: every receipt found, the recipe version it ran, and
+    the verification report (chain, counts, endings, and the version's own checks)."""
+
+    root_id: str
+    gateway_pubkey: str
+    events: list[Event]
+    version: Fetched | None
+    report: Report
+
+    @property
+    def closed(self) -> bool:
+        return (
+            bool(self.events)
+            and self.events[-1].kind == kinds.SESSION_MARK
+            and (self.events[-1].tag_value("seq") != "0")
+        )
+
+
+async def _collect(relay: str, query: dict | list[dict], timeout: float) -> list[Event]:
+    async with RelayClient(relay, timeout=timeout) as client:
+        found = await client.collect(query, deadline=timeout)
+    if not found.complete:
+        raise RelayError(f"{relay} did not finish answering")
+    return found.events
+
+
+async def _session_events(relay: str, root: str, author: str, timeout: float) -> list[Event]:
+    """Every event of the session on one relay, page by page (relays cap answers; `until`
+    walks back in time, and ids already seen are dropped)."""
+    seen: dict[str, Event] = {}
+    until: int | None = None
+    while True:
+        wanted = filters.session(root, author)
+        for query in wanted:
+            query["limit"] = PAGE
+            if until is not None:
+                query["until"] = until
+        page = await _collect(relay, wanted, timeout)
+        fresh = [e for e in page if e.id not in seen]
+        seen.update((e.id, e) for e in fresh)
+        if not fresh or len(page) < PAGE:
+            return list(seen.values())
+        until = min(e.created_at for e in page)
+
+
+async def fetch_session(event_id: str, relays: Sequence[str], *, timeout: float = TIMEOUT) -> Audit:
+    """The whole session that `event_id` belongs to, verified. AuditError when the event
+    is nowhere to be found or is not a v2 receipt."""
+    first: Event | None = None
+    said: list[str] = []
+    for relay in relays:
+        try:
+            for event in await _collect(relay, filters.by_id(event_id), timeout):
+                if check_event(event) is None:
+                    first = event
+                    break
+                said.append(f"{relay} sent a forged copy")
+        except RelayError as exc:
+            said.append(str(exc))
+        if first is not None:
+            break
+    if first is None:
+        raise AuditError(f"event {event_id[:12]}… not found: " + ("; ".join(said) or "no relay"))
+    if first.kind not in kinds.RECEIPT_KINDS:
+        raise AuditError(f"event {event_id[:12]}… is not a Potluck receipt (kind {first.kind})")
+    if event_format(first) != 2:
+        raise AuditError(
+            "this is a v1 receipt: its session is named in a tag relays do not index; "
+            "ask for the session's export bundle instead"
+        )
+    root = first.id if first.tag_value("seq") == "0" else first.tag_value("E")
+    if not root:
+        raise AuditError(f"event {event_id[:12]}… names no session root")
+    found: dict[str, Event] = {}
+    for relay in relays:
+        try:
+            for event in await _session_events(relay, root, first.pubkey, timeout):
+                found.setdefault(event.id, event)
+        except RelayError as exc:
+            said.append(str(exc))
+    events = sorted(found.values(), key=_seq)
+    report = verify_chain(events, pubkey=first.pubkey)
+    version = None
+    if events and events[0].tag_value("seq") == "0":
+        link = events[0].tag("e")
+        try:
+            version = await fetch_version(
+                link[1],
+                relays_to_ask([link[2]] if len(link) > 2 else [], relays),
+                author=link[3] if len(link) > 3 else None,
+                timeout=timeout,
+            )
+        except (FetchError, TypeError, IndexError) as exc:
+            report.problems.append(f"the recipe version the session ran: {exc}")
+        else:
+            if version.version_id != events[0].tag_value("recipe"):
+                report.problems.append("the recipe version event is not the version named")
+    else:
+        report.problems.append("the session's open mark is not on these relays")
+    report.notes += said
+    return Audit(root, first.pubkey, events, version, report)
+
+
+async def sessions_of_version(
+    version_event_id: str, relays: Sequence[str], *, timeout: float = TIMEOUT
+) -> list[Event]:
+    """The open marks of every session that ran this exact recipe version (any install),
+    signature-checked; fetch each with `fetch_session(mark.id, …)`."""
+    out: dict[str, Event] = {}
+    for relay in relays:
+        try:
+            marks = await _collect(relay, filters.sessions_of_version(version_event_id), timeout)
+        except RelayError:
+            continue
+        for mark in marks:
+            if (
+                check_event(mark) is None
+                and mark.tag_value("seq") == "0"
+                and mark.tag_value("e") == version_event_id
+            ):
+                out.setdefault(mark.id, mark)
+    return sorted(out.values(), key=lambda e: (e.created_at, e.id))
+
+
+def _seq(event: Event) -> tuple[int, str]:
+    try:
+        return int(event.tag_value("seq") or ""), event.id
+    except ValueError:
+        return 1 << 62, event.id
