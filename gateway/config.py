@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.models.keys import (
+    PROVIDER_NAME,
+    Endpoint,
+    EndpointError,
+    Provider,
+    merge_secrets,
+    normalise_endpoint,
+)
+
 
 class ConfigError(ValueError):
     pass
@@ -41,6 +50,9 @@ class Config:
     # are secrets and are kept out of repr() like the rest.
     platforms: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # API keys by provider and the endpoints each key may also go to ([providers.<name>],
+    # with [secrets] folded in): the only place a model call's key comes from.
+    providers: dict[str, Provider] = field(default_factory=dict, repr=False)
 
     @property
     def config_file(self) -> Path:
@@ -97,8 +109,22 @@ relays = []
 # room_usd = 1.00
 # user_usd = 0.50
 
+# API keys, by provider (litellm's names: openai, anthropic, gemini, groq, ...). A key goes
+# only to its provider's own endpoint, or to the endpoints listed here: never to an api_base
+# a recipe names (those calls carry no key, and the room is told why). The provider's usual
+# environment variable (OPENAI_API_KEY) is used by litellm for its own endpoint only.
+# [providers.openai]
+# api_key = "sk-..."  # or POTLUCK_PROVIDERS_OPENAI_API_KEY
+# endpoints = [       # or POTLUCK_PROVIDERS_OPENAI_ENDPOINTS="url,url"
+#   "https://llm-proxy.example.org/v1",                    # gets api_key above
+#   {{ url = "http://127.0.0.1:8080/v1", api_key = "" }},     # a local server: no key
+#   {{ url = "http://10.0.0.5:8000/v1", api_key = "..." }},  # its own key
+# ]
+
 [secrets]
-# openai_api_key = "..."   (or OPENAI_API_KEY in the environment)
+# The older form, still read: <provider>_api_key = "...", e.g. openai_api_key = "..." is
+# [providers.openai] api_key. Names are case-insensitive; one key written twice is fine,
+# two different keys for one provider are an error.
 """
 
 
@@ -151,6 +177,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             budgets=_budgets(data.get("budgets", {}), env),
             platforms=_platforms(data, env),
             secrets=secrets,
+            providers=_providers(data, secrets, env),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -207,6 +234,101 @@ def _platforms(data: dict[str, Any], env: dict[str, str]) -> dict[str, dict[str,
         if values:
             found[platform] = values
     return found
+
+
+PROVIDER_KEYS = ("api_key", "endpoints")
+
+
+def _providers(
+    data: dict[str, Any], secrets: dict[str, str], env: dict[str, str]
+) -> dict[str, Provider]:
+    """[providers.<name>] tables, then [secrets] folded in (conflicts refused), then
+    POTLUCK_PROVIDERS_<NAME>_API_KEY / _ENDPOINTS, which replace what the file says."""
+    section = data.get("providers", {})
+    if not isinstance(section, dict):
+        raise ConfigError("[providers] must hold tables, e.g. [providers.openai]")
+    found: dict[str, Provider] = {}
+    spelled: dict[str, str] = {}
+    for raw_name, table in section.items():
+        name = str(raw_name).lower()
+        if not PROVIDER_NAME.match(name):
+            raise ConfigError(
+                f"[providers.{raw_name}]: a provider is named as litellm names it "
+                "(openai, anthropic, gemini, ...)"
+            )
+        if name in spelled:
+            raise ConfigError(
+                f"[providers.{spelled[name]}] and [providers.{raw_name}] are the same provider; "
+                "keep one"
+            )
+        spelled[name] = str(raw_name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"[providers.{raw_name}] must be a table with api_key, endpoints")
+        unknown = set(table) - set(PROVIDER_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"[providers.{raw_name}] has unknown keys {sorted(unknown)}; use api_key, endpoints"
+            )
+        api_key = table.get("api_key")
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigError(f"[providers.{raw_name}] api_key must be a string")
+        endpoints = _endpoints(table.get("endpoints", []), f"[providers.{raw_name}] endpoints")
+        found[name] = Provider(api_key=api_key or None, endpoints=endpoints)
+    try:
+        found = merge_secrets(found, secrets)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    prefix = "POTLUCK_PROVIDERS_"
+    for variable, value in env.items():
+        if not variable.startswith(prefix):
+            continue
+        rest = variable.removeprefix(prefix)
+        for suffix in ("_API_KEY", "_ENDPOINTS"):
+            if rest.endswith(suffix) and rest != suffix.lstrip("_"):
+                name = rest.removesuffix(suffix).lower()
+                break
+        else:
+            raise ConfigError(
+                f"{variable}: name it POTLUCK_PROVIDERS_<NAME>_API_KEY or "
+                "POTLUCK_PROVIDERS_<NAME>_ENDPOINTS"
+            )
+        if not PROVIDER_NAME.match(name):
+            raise ConfigError(f"{variable}: {name!r} is not a provider name")
+        current = found.get(name, Provider())
+        if suffix == "_API_KEY":
+            found[name] = Provider(api_key=value or None, endpoints=current.endpoints)
+        else:
+            endpoints = _endpoints(_list(value, variable), variable)
+            found[name] = Provider(api_key=current.api_key, endpoints=endpoints)
+    return found
+
+
+def _endpoints(value: Any, where: str) -> tuple[Endpoint, ...]:
+    """Each entry a URL (it gets the provider's key) or {url, api_key} (its own key; "" for
+    none), checked and normalised here so a typo fails at start, not at a call."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of URLs or {{ url = ..., api_key = ... }}")
+    found: dict[str, Endpoint] = {}
+    for entry in value:
+        if isinstance(entry, str):
+            url, api_key = entry, None
+        elif isinstance(entry, dict) and set(entry) <= {"url", "api_key"} and "url" in entry:
+            url, api_key = entry["url"], entry.get("api_key")
+            if not isinstance(url, str) or not (api_key is None or isinstance(api_key, str)):
+                raise ConfigError(f"{where}: url and api_key must be strings")
+        else:
+            raise ConfigError(
+                f"{where}: each entry is a URL or {{ url = ..., api_key = ... }}, not {entry!r}"
+            )
+        try:
+            normal = normalise_endpoint(url)
+        except EndpointError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        endpoint = Endpoint(normal, api_key)
+        if normal in found and found[normal] != endpoint:
+            raise ConfigError(f"{where}: {normal} is listed twice with different keys; keep one")
+        found[normal] = endpoint
+    return tuple(found.values())
 
 
 def write_default_config(home: Path) -> Path:

@@ -36,6 +36,8 @@ def config_secrets(config: Config, env: dict[str, str] | None = None) -> set[str
     """Every secret value this gateway knows, from its config, its files and environment."""
     env = dict(os.environ if env is None else env)
     found = set(config.secrets.values())
+    for provider in config.providers.values():
+        found.update(k for k in (provider.api_key, *(e.api_key for e in provider.endpoints)) if k)
     for settings in config.platforms.values():
         for key, value in settings.items():
             if any(word in key for word in ("token", "password", "secret", "key")):

@@ -18,6 +18,7 @@ from aiohttp import web
 from runtime.conductor import Conductor
 from runtime.context import Line
 from runtime.models.client import CallParams, ModelError, Models
+from runtime.models.keys import Endpoint, Provider, normalise_endpoint
 from runtime.recipes import validate_data
 from runtime.recipes.files import bundled_recipes
 
@@ -110,13 +111,15 @@ async def provider() -> AsyncIterator[FlakyProvider]:
     await server.stop()
 
 
-def models() -> Models:
-    return Models(secrets={"OPENAI_API_KEY": "test-key"}, retries=2, backoff_s=0.05)
+def models(provider: FlakyProvider, retries: int = 2) -> Models:
+    """Models with the test key, which goes to the fake server because the install lists it."""
+    openai = Provider(api_key="test-key", endpoints=(Endpoint(normalise_endpoint(provider.url)),))
+    return Models(providers={"openai": openai}, retries=retries, backoff_s=0.05)
 
 
 async def test_a_429_is_retried_with_backoff_and_then_answers(provider: FlakyProvider) -> None:
     streamed: list[str] = []
-    done = await models().complete(
+    done = await models(provider).complete(
         ["openai/flaky"], MESSAGES, CallParams(api_base=provider.url), on_text=streamed.append
     )
     assert done.text == "hello from flaky" and done.model == "openai/flaky"
@@ -126,7 +129,7 @@ async def test_a_429_is_retried_with_backoff_and_then_answers(provider: FlakyPro
 
 
 async def test_a_server_error_falls_back_along_the_chain(provider: FlakyProvider) -> None:
-    done = await models().complete(
+    done = await models(provider).complete(
         ["openai/down", "openai/backup"], MESSAGES, CallParams(api_base=provider.url)
     )
     assert done.text == "hello from backup"
@@ -137,7 +140,7 @@ async def test_a_server_error_falls_back_along_the_chain(provider: FlakyProvider
 async def test_a_hanging_provider_times_out_and_falls_back(provider: FlakyProvider) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    done = await Models(secrets={"OPENAI_API_KEY": "test-key"}, retries=0).complete(
+    done = await models(provider, retries=0).complete(
         ["openai/hang", "openai/ok"], MESSAGES, CallParams(api_base=provider.url, timeout=1.0)
     )
     assert done.text == "hello from ok"
@@ -148,7 +151,7 @@ async def test_malformed_answers_and_exhausted_chains_give_a_clear_error(
     provider: FlakyProvider,
 ) -> None:
     with pytest.raises(ModelError) as caught:
-        await models().complete(
+        await models(provider).complete(
             ["openai/garbage", "openai/down"], MESSAGES, CallParams(api_base=provider.url)
         )
     message = str(caught.value)
@@ -160,7 +163,8 @@ async def test_a_cloud_model_without_a_key_is_skipped_with_a_note(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    done = await models().complete(
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    done = await Models(secrets={"OPENAI_API_KEY": "test-key"}).complete(
         ["anthropic/claude-sonnet-4-5", "scripted/echo"], MESSAGES, CallParams()
     )
     assert done.text == "echo: hi" and done.model == "scripted/echo"
@@ -271,7 +275,7 @@ async def test_a_function_calling_model_gets_real_tool_calls_and_sees_the_result
         }
     )
     toolbox = RecordingToolbox()
-    outcome = await Conductor(recipe, models(), toolbox=toolbox).respond(
+    outcome = await Conductor(recipe, models(provider), toolbox=toolbox).respond(
         [Line("alice", "person", "what is 6*7?")]
     )
     assert [c.arguments for c in toolbox.calls] == [{"command": "echo 6*7 | bc"}]

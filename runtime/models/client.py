@@ -3,6 +3,12 @@
 A cloud model without its API key is skipped, not failed: the agent falls back along the
 recipe's chain (and finally to the local model) and the reason is kept in the result's
 notes, so the room can be told plainly.
+
+Which key a call carries is decided per model by keys.route: a key goes only to its
+provider's official endpoint or to endpoints the install lists for it, never to an api_base
+a recipe names. This module supplies what only litellm knows (which provider serves a model,
+whether litellm would pick a key of its own) and keeps every known secret out of the text
+it returns.
 """
 
 from __future__ import annotations
@@ -12,15 +18,29 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
+import openai
 
 from . import scripted
+from .keys import (
+    KEYLESS_OK,
+    PLACEHOLDER_KEY,
+    EndpointError,
+    Provider,
+    Route,
+    merge_secrets,
+    normalise_endpoint,
+    redact,
+    refusal_by_name,
+    route,
+)
 from .local import DEFAULT as LOCAL_DEFAULT
 from .local import LocalModels
 
@@ -69,53 +89,75 @@ def provider_of(model: str) -> str:
 
 
 class Models:
+    """Calls models for every room. `providers` is the install's key configuration
+    (gateway.config's [providers]); `secrets` is the older [secrets] form, folded into it."""
+
     def __init__(
         self,
-        secrets: dict[str, str] | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        secrets: Mapping[str, str] | None = None,
         local: LocalModels | None = None,
         retries: int = 2,
         backoff_s: float = 0.5,
     ) -> None:
-        self.secrets = {k.lower(): v for k, v in (secrets or {}).items()}
+        self.providers = merge_secrets(providers or {}, secrets or {})
         self.local = local or LocalModels()
         self.retries = retries
         self.backoff_s = backoff_s
 
-    # -- which models can be called -----------------------------------------------------
+    # -- which models can be called, with which key ---------------------------------------
 
-    def api_key(self, model: str) -> str | None:
-        """The key for a cloud model from config [secrets] or the usual environment variable."""
+    def route(self, model: str, api_base: str | None) -> Route:
+        """The key and base this model's call carries, or why it may not be made."""
+        if model.startswith(("local/", "scripted/")):
+            return Route()  # ours: no provider key is involved
+        if reason := refusal_by_name(model):
+            return Route(refused=reason)
+        probe = api_base
+        if api_base:
+            with contextlib.suppress(EndpointError):
+                probe = normalise_endpoint(api_base)
         try:
-            required = litellm.validate_environment(model=model).get("missing_keys", [])
-        except Exception:  # unknown provider: let the call itself say what is wrong
-            return None
-        for variable in required:
-            if value := self.secrets.get(variable.lower()):
-                return value
-        return None
+            _, served_by, dynamic, _ = litellm.get_llm_provider(
+                model=model, api_base=probe, api_key=PLACEHOLDER_KEY
+            )
+        except Exception:  # an unknown provider: the call itself would say so
+            served_by, dynamic = None, None
+        env_has_key = any(os.environ.get(name) for name in KEYLESS_OK.get(served_by or "", ()))
+        return route(
+            model,
+            served_by,
+            api_base,
+            self.providers,
+            env_has_key=env_has_key,
+            litellm_overrides_key=dynamic not in (None, PLACEHOLDER_KEY),
+        )
 
     def unavailable(self, model: str, api_base: str | None) -> str | None:
         """Why this model cannot be tried here, or None when it can."""
         if model.startswith("local/"):
             return None if self.local.installed(model) else f"{model} is not installed"
-        if (
-            model.startswith("scripted/")
-            or api_base
-            or provider_of(model) in ("ollama", "ollama_chat")
-        ):
+        if model.startswith("scripted/"):
+            return None
+        planned = self.route(model, api_base)
+        if planned.refused:
+            return planned.refused
+        if planned.api_base or planned.api_key or provider_of(model) in ("ollama", "ollama_chat"):
             return None
         try:
             env = litellm.validate_environment(model=model)
         except Exception:
             return None
-        if env.get("keys_in_environment") or self.api_key(model):
+        if env.get("keys_in_environment"):
             return None
         missing = ", ".join(env.get("missing_keys", [])) or "an API key"
-        return f"{model} needs {missing} (config [secrets] or environment)"
+        family = provider_of(model)
+        return f"{model} needs {missing} (config [providers.{family}] api_key, or environment)"
 
     def supports_tools(self, model: str) -> bool:
         """Function calling as litellm knows it; otherwise agents get the text convention."""
-        if model.startswith(("local/", "scripted/")):
+        if model.startswith(("local/", "scripted/")) or refusal_by_name(model):
             return False
         try:
             return bool(litellm.supports_function_calling(model=model))
@@ -125,6 +167,8 @@ class Models:
     def context_window(self, model: str) -> int:
         if model.startswith("local/"):
             return self.local.spec(model).context
+        if refusal_by_name(model):
+            return 8192
         try:
             info = litellm.get_model_info(model)
             return int(info.get("max_input_tokens") or info.get("max_tokens") or 8192)
@@ -132,7 +176,7 @@ class Models:
             return 8192
 
     def count_tokens(self, model: str, messages: list[dict[str, Any]]) -> int:
-        if model.startswith(("local/", "scripted/")):
+        if model.startswith(("local/", "scripted/")) or refusal_by_name(model):
             # litellm would count with an OpenAI tokenizer that is not these models' own
             # anyway, at ~1-2 ms a call; a character estimate that over-counts (English runs
             # ~4 characters a token) keeps trimming safe for a fraction of the cost.
@@ -166,24 +210,22 @@ class Models:
             if reason:
                 notes.append(f"skipped {reason}")
                 continue
+            planned = self.route(model, params.api_base)
+            if planned.note and planned.note not in notes:
+                notes.append(planned.note)
             for attempt in range(self.retries + 1):
                 try:
-                    result = await self._stream(model, messages, params, on_text, tools)
+                    result = await self._stream(model, messages, params, on_text, tools, planned)
                 except RETRYABLE as exc:
-                    attempts.append(f"{model}: {type(exc).__name__}: {_short(exc)}")
+                    attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
                     if attempt < self.retries:
                         delay = self.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
                         await asyncio.sleep(delay)
                         continue
-                except (
-                    litellm.APIError,
-                    litellm.BadRequestError,
-                    litellm.AuthenticationError,
-                    litellm.NotFoundError,
-                ) as exc:
-                    attempts.append(f"{model}: {type(exc).__name__}: {_short(exc)}")
+                except openai.OpenAIError as exc:  # every other provider error: next model
+                    attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
                 except ValueError as exc:  # malformed answers, unknown providers
-                    attempts.append(f"{model}: {_short(exc)}")
+                    attempts.append(f"{model}: {self._short(exc)}")
                 else:
                     if model != chain[0]:
                         notes.append(f"answered by {model} instead of {chain[0]}")
@@ -200,6 +242,7 @@ class Models:
         params: CallParams,
         on_text: OnText | None,
         tools: list[dict[str, Any]] | None,
+        planned: Route,
     ) -> Completion:
         kwargs: dict[str, Any] = {
             "model": model,
@@ -213,8 +256,10 @@ class Models:
         }
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
-        if params.api_base:
-            kwargs["api_base"] = params.api_base
+        if planned.api_base:
+            kwargs["api_base"] = planned.api_base
+        if planned.api_key is not None:
+            kwargs["api_key"] = planned.api_key
         if tools:
             kwargs["tools"] = tools
         queue: asyncio.Semaphore | None = None
@@ -228,8 +273,6 @@ class Models:
                 extra_body=dict(server.spec.sampling),
             )
             queue = self.local.queue(model)
-        elif key := self.api_key(model):
-            kwargs["api_key"] = key
         if queue is not None:
             await queue.acquire()
         try:
@@ -295,9 +338,24 @@ class Models:
             tool_calls=list(tool_parts.values()),
         )
 
+    def _short(self, exc: BaseException) -> str:
+        """An exception's message for a note, with every secret this process knows masked:
+        a provider (or a hostile server) may quote the credentials it was sent."""
+        return _short(exc, self.known_secrets())
+
+    def known_secrets(self) -> list[str]:
+        found = [p.api_key for p in self.providers.values() if p.api_key]
+        found += [e.api_key for p in self.providers.values() for e in p.endpoints if e.api_key]
+        found += [
+            value
+            for name, value in os.environ.items()
+            if re.search(r"(API_KEY|AUTH_TOKEN|TOKEN|SECRET|PASSWORD)$", name.upper())
+        ]
+        return found
+
     @staticmethod
     def cost(model: str, tokens_in: int, tokens_out: int) -> float:
-        if model.startswith(("local/", "scripted/", "ollama")):
+        if model.startswith(("local/", "scripted/", "ollama")) or refusal_by_name(model):
             return 0.0
         try:
             prompt, completion = litellm.cost_per_token(
@@ -312,6 +370,6 @@ def _estimate(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "")) // 3 + 4 for m in messages)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).replace("\n", " ")
+def _short(exc: BaseException, secrets: list[str]) -> str:
+    text = redact(str(exc), secrets).replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
