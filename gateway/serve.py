@@ -61,7 +61,7 @@ async def build(config: Config, web: bool = False, sandboxes: bool = True) -> Ga
         store,
         library,
         open_ledger(config, store),
-        Models(secrets=config.secrets),
+        Models(providers=config.providers),
         await open_sandboxes(config) if sandboxes else None,
         config.default_recipe,
     )

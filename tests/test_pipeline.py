@@ -265,3 +265,52 @@ def _shape(event_json: str) -> tuple[str, ...]:
     if "agent" in content:
         return (content["agent"], content["model"], content["finish"])
     return tuple(str(content[k]) for k in ("mark", "ending") if k in content)
+
+
+async def test_a_room_is_told_why_a_model_ran_without_a_key(tmp_path: Path) -> None:
+    """A recipe (here set by a room admin in chat) points its agent at a server of its own:
+    the install's key does not go there, the answer still comes, and the room hears why."""
+    from .conftest import running
+    from .fake_providers import FakeProvider
+
+    fake = FakeProvider()
+    await fake.start()
+    write_key_file(tmp_path / "gateway.key", KeyPair.generate())
+    env = {
+        "POTLUCK_HOME": str(tmp_path),
+        "POTLUCK_ALLOWED_ROOMS": "mem:*",
+        "POTLUCK_ADMINS": "mem:alice",
+        "POTLUCK_PROVIDERS_OPENAI_API_KEY": "sk-install-key-that-must-stay-home-0123456789",
+    }
+    try:
+        async with running(env) as gateway:
+            gateway.library.save(
+                validate_data(
+                    {
+                        **ECHO,
+                        "agents": [
+                            {"name": "echo", "model": "openai/gpt-test", "persona": "You echo."}
+                        ],
+                        "trigger": "every_message",
+                    }
+                )
+            )
+            platform = MemoryPlatform()
+            await gateway.add_adapter(platform)
+            for event, text in [
+                ("a1", "/recipe use echo-room"),
+                ("a2", f"/recipe set agents.echo.api_base {fake.url}"),
+                ("a3", "hello there"),
+            ]:
+                await platform.on_incoming(Incoming("mem", "r1", "alice", "alice", text, event))
+                await settle(gateway)
+            texts = said(platform)
+            assert any("hello from" in t for t in texts), texts  # the model answered
+            notice = next(t for t in texts if "without a key" in t)
+            assert fake.url.rstrip("/") in notice and "[providers.openai]" in notice
+            assert fake.requests and not any(
+                "sk-install-key" in value for value in fake.seen_credentials()
+            )
+            assert not any("sk-install-key" in t for t in texts)
+    finally:
+        await fake.stop()

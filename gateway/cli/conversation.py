@@ -114,7 +114,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
             store,
             context.library,
             open_ledger(config, store),
-            Models(secrets=config.secrets),
+            Models(providers=config.providers),
             Budgets(store, config.budgets),
             sandboxes,
         )
