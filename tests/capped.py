@@ -45,7 +45,11 @@ class Capped:
 
 
 def run_capped(
-    home: Path, *args: str, limit_mib: int = 512, env: dict[str, str] | None = None
+    home: Path,
+    *args: str,
+    limit_mib: int = 512,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> Capped:
     """`potluck ARGS` with POTLUCK_HOME=home, its address space capped at `limit_mib`."""
     environment = {**os.environ, "POTLUCK_HOME": str(home), "PYTHONPATH": str(ROOT)}
@@ -56,7 +60,7 @@ def run_capped(
         env=environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     peak = 0
     stderr_lines = []

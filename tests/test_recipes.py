@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +20,10 @@ from runtime.recipes import (
     to_yaml,
     version_id,
 )
-from runtime.recipes.files import bundled_recipes
+from runtime.recipes.files import bundled_recipes, read_recipe_file
 from runtime.recipes.loader import MAX_PROBLEMS
 
+from .capped import run_capped
 from .conftest import ROOT
 
 MINIMAL = """\
@@ -212,3 +216,34 @@ def test_a_set_value_is_parsed_as_safely_as_a_file() -> None:
         set_field(solo, "description", "half \ud800")  # crashed the version id before
     assert set_field(solo, "protocol.max_turns", "7").protocol.max_turns == 7
     assert set_field(solo, "tags", "[a, b]").tags == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["char-device", "fifo"])
+def test_a_file_that_never_ends_is_refused_not_read(tmp_path: Path, kind: str) -> None:
+    """/dev/zero reports size 0 and then never ends; a FIFO blocks until someone writes."""
+    if kind == "fifo":
+        target = tmp_path / "card.json"
+        os.mkfifo(target)
+    else:
+        target = Path("/dev/zero")
+    done = run_capped(tmp_path, "recipe", "validate", str(target), limit_mib=512, timeout=60)
+    assert "Traceback" not in done.output, done.output
+    assert done.returncode == 1 and "not a regular file" in done.stderr, done.output
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ("\ufeffpotluck: 1\n".encode("utf-16"), "UTF-16"),
+        (b"PK\x03\x04" + b"\x00" * 40, "a zip archive"),
+        (b"potluck: 1\nname: \xff\n", "not UTF-8 text (byte 17)"),
+    ],
+    ids=["utf-16", "charx-zip", "latin-1"],
+)
+def test_files_in_other_encodings_or_archives_say_what_they_are(
+    tmp_path: Path, data: bytes, needle: str
+) -> None:
+    path = tmp_path / "thing.yaml"
+    path.write_bytes(data)
+    with pytest.raises(RecipeError, match=re.escape(needle)):
+        read_recipe_file(path)
