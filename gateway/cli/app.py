@@ -10,6 +10,7 @@ import click
 
 from runtime.recipes import RecipeError, version_id
 from runtime.recipes.files import read_recipe_file
+from runtime.text import terminal_safe
 
 from ..config import Config, ConfigError, default_home, load_config, write_default_config
 from ..library import Library, Saved
@@ -46,7 +47,8 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def _fail(message: str) -> None:
-    click.secho(message, fg="red", err=True)
+    # Errors quote what they refuse (a field name, a file's text): shown inert, never obeyed.
+    click.secho(terminal_safe(message), fg="red", err=True)
     sys.exit(2)
 
 
