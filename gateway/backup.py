@@ -50,8 +50,9 @@ def _sqlite_path(url: str) -> Path | None:
 @contextmanager
 def serving_lock(config: Config) -> Iterator[None]:
     """Held by `potluck serve` for as long as it runs; restore will not run under it."""
-    config.home.mkdir(parents=True, exist_ok=True)
-    with open(config.home / "serve.lock", "w") as handle:
+    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(config.home / "serve.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
