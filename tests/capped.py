@@ -16,8 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs the CLI in-process, then reports the process's own peak RSS on stderr (getrusage of
-# the children would mix in every earlier child of the test run).
+# Runs the CLI in-process, then reports the process's own peak RSS on stderr: VmHWM, the
+# high-water mark of this process's memory since exec. (getrusage's ru_maxrss will not do:
+# Linux carries it across fork and exec, so a child would report the test runner's size.)
 HARNESS = """
 import resource, sys
 limit = int(sys.argv[1])
@@ -27,7 +28,8 @@ try:
     from gateway.cli import main
     main()
 finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     sys.stderr.write(f"\\nPEAK_RSS_KIB={peak}\\n")
 """
 
