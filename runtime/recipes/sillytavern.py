@@ -58,26 +58,28 @@ def _inflate(compressed: bytes, source: str, key: str) -> bytes:
 def _card_text(kind: bytes, body: bytes, key: str, source: str) -> str:
     """The text of one tEXt, zTXt or iTXt chunk whose keyword is `key`."""
     rest = body.partition(b"\x00")[2]
-    if kind == b"tEXt":
-        raw = rest
-    elif kind == b"zTXt":
+    encoding = "latin-1"
+    if kind == b"zTXt":
         if rest[:1] != b"\x00":
             raise _fail(source, f"the PNG's {key!r} text uses an unknown compression method")
-        raw = _inflate(rest[1:], source, key)
-    else:  # iTXt: compressed flag, method, language, translated keyword, text
+        rest = _inflate(rest[1:], source, key)
+    elif kind == b"iTXt":  # compressed flag, method, language, translated keyword, text
         flag, method, rest = rest[:1], rest[1:2], rest[2:]
         rest = rest.partition(b"\x00")[2].partition(b"\x00")[2]
+        encoding = "utf-8"
         if flag == b"\x01":
             if method != b"\x00":
                 raise _fail(source, f"the PNG's {key!r} text uses an unknown compression method")
             rest = _inflate(rest, source, key)
-        try:
-            return rest.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _fail(source, f"the PNG's {key!r} text is not UTF-8") from None
-    if len(raw) > MAX_CARD_TEXT:
+    if len(rest) > MAX_CARD_TEXT:
         raise _fail(source, f"the PNG's {key!r} text is larger than {MAX_CARD_TEXT >> 20} MiB")
-    return raw.decode("latin-1")
+    try:
+        return rest.decode(encoding)
+    except UnicodeDecodeError:
+        raise _fail(source, f"the PNG's {key!r} text is not UTF-8") from None
+
+
+_BASE64_SPACE = re.compile(r"[\t\n\r ]+")
 
 
 def png_card_texts(data: bytes, source: str = "<png>") -> dict[str, str]:
@@ -131,7 +133,7 @@ def card_from_png(data: bytes, source: str = "<png>") -> Any:
     for key in CARD_KEYWORDS:
         if key in texts:
             try:
-                raw = base64.b64decode("".join(texts[key].split()), validate=True)
+                raw = base64.b64decode(_BASE64_SPACE.sub("", texts[key]), validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise _fail(source, f"the PNG's {key!r} card is not base64: {exc}") from None
             return parse_json(raw, source, MAX_CARD_JSON, f"PNG's {key!r} card")
