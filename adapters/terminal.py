@@ -1,5 +1,9 @@
 """The terminal as a room: the same gateway, commands and receipts as any chat, on stdin and
-stdout. Every line a person types is addressed to the agents (it is a private room)."""
+stdout. Every line a person types is addressed to the agents (it is a private room).
+
+What the room prints comes from models and recipes, both untrusted: it passes through
+`terminal_safe`, which works character by character, so each streamed piece can be made
+safe on its own."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import itertools
 import sys
 import uuid
 from typing import TextIO
+
+from runtime.text import terminal_safe
 
 from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
 
@@ -34,11 +40,12 @@ class TerminalAdapter:
         self._colour = stdout.isatty()
 
     def _paint(self, agent: str) -> str:
+        label = terminal_safe(agent, one_line=True)
         if not self._colour:
-            return f"{agent}: "
+            return f"{label}: "
         if agent not in self._colours:
             self._colours[agent] = next(COLOURS)
-        return f"{self._colours[agent]}{agent}{RESET}: "
+        return f"{self._colours[agent]}{label}{RESET}: "
 
     async def connect(self) -> None: ...
 
@@ -81,19 +88,19 @@ class TerminalAdapter:
         message_id = uuid.uuid4().hex
         if message.agent:
             text = "" if message.text == "…" else message.text
-            self._write(f"\n{self._paint(message.agent)}{text}")
+            self._write(f"\n{self._paint(message.agent)}{terminal_safe(text)}")
             self._shown[message_id] = text
         else:
             dim, reset = (DIM, RESET) if self._colour else ("", "")
-            self._write(f"\n{dim}{message.text}{reset}\n")
+            self._write(f"\n{dim}{terminal_safe(message.text)}{reset}\n")
         return message_id
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
         shown = self._shown.get(message_id, "")
         if message.text.startswith(shown):
-            self._write(message.text[len(shown) :])
+            self._write(terminal_safe(message.text[len(shown) :]))
         else:  # rewritten (a retry, a cut-off note): show the whole text again
-            self._write(f"\n{self._paint(message.agent or '')}{message.text}")
+            self._write(f"\n{self._paint(message.agent or '')}{terminal_safe(message.text)}")
         self._shown[message_id] = message.text
 
     async def is_admin(self, room: str, user: str) -> bool:

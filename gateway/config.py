@@ -331,9 +331,62 @@ def _endpoints(value: Any, where: str) -> tuple[Endpoint, ...]:
     return tuple(found.values())
 
 
+def make_home(home: Path) -> None:
+    """The home directory, mode 0700: it holds the key, the store and the tokens."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def loose_modes(config: Config) -> list[tuple[Path, int, int]]:
+    """(path, its mode, the mode it should have) for the home (0700) and each private file
+    others can reach (0600): every file directly in the home, and the key and SQLite store
+    wherever they are configured. Symbolic links are not followed."""
+    import stat
+
+    from .store.db import sqlite_file
+
+    found: list[tuple[Path, int, int]] = []
+    candidates: list[Path] = []
+    if config.home.is_dir():
+        mode = stat.S_IMODE(config.home.lstat().st_mode)
+        if mode & 0o077:
+            found.append((config.home, mode, 0o700))
+        candidates += sorted(config.home.iterdir())
+    store = sqlite_file(config.database_url)
+    if store is not None:
+        candidates += [Path(f"{store}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")]
+    candidates.append(config.key_file)
+    seen: set[Path] = set()
+    for path in candidates:
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and mode & 0o077:
+            found.append((path, mode, mode & 0o700 or 0o600))
+    return found
+
+
+def tighten_modes(config: Config) -> list[str]:
+    """Make the home 0700 and its files 0600 (as `potluck init` does on an existing home);
+    returns what changed, and what could not be, in words."""
+    changes = []
+    for path, mode, wanted in loose_modes(config):
+        try:
+            path.chmod(wanted)
+        except OSError as exc:
+            changes.append(f"{path}: mode {mode:o}, could not change it ({exc.strerror})")
+        else:
+            changes.append(f"{path}: mode {mode:o} → {wanted:o}")
+    return changes
+
+
 def write_default_config(home: Path) -> Path:
     """Write config.toml with mode 0600 from the first byte (no window where it is readable)."""
-    home.mkdir(parents=True, exist_ok=True)
+    make_home(home)
     path = home / "config.toml"
     text = TEMPLATE.format(db=home / "potluck.db", key=home / "gateway.key")
     write_private(path, text.encode())

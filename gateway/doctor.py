@@ -59,9 +59,19 @@ def check_key(config: Config) -> Check:
 
 
 def check_config(config: Config) -> Check:
+    from .config import loose_modes
+
     path = config.config_file
-    if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
-        return Check("config", WARN, f"{path} is readable by others", f"chmod 600 {path}")
+    loose = [(p, mode, wanted) for p, mode, wanted in loose_modes(config) if p != config.key_file]
+    if loose:  # the key has its own check, which fails outright
+        return Check(
+            "config",
+            WARN,
+            "others can reach private files: "
+            + "; ".join(f"{p} is mode {mode:o}" for p, mode, _ in loose),
+            "potluck init (it makes them private), or "
+            + "; ".join(f"chmod {wanted:o} {p}" for p, _, wanted in loose),
+        )
     needs = {
         "matrix": ("homeserver", "user_id"),
         "telegram": ("token",),

@@ -177,6 +177,7 @@ async def _serve(config: Config) -> None:
 async def chat(config: Config, recipe: str | None) -> None:
     """A local room in the terminal: the gateway with the terminal as its only platform."""
     from adapters.terminal import TerminalAdapter
+    from runtime.text import terminal_safe
 
     config.platforms = {}  # this room only, even where [matrix] is configured
     gateway = await build(config)
@@ -190,7 +191,8 @@ async def chat(config: Config, recipe: str | None) -> None:
         room.conversation = gateway.exchange.current(room.room_id)
     saved = room.conversation.saved
     names = ", ".join(a.name for a in saved.recipe.agents)
-    print(f"Potluck local room · {saved.ref} · {saved.recipe.title} ({names})")
+    title = terminal_safe(saved.recipe.title, one_line=True)  # a recipe's text is a stranger's
+    print(f"Potluck local room · {saved.ref} · {title} ({names})")
     if any(m.startswith("local/") for a in saved.recipe.agents for m in [a.model, *a.fallbacks]):
         from runtime.models.local import MODELS
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +20,10 @@ from runtime.recipes import (
     to_yaml,
     version_id,
 )
-from runtime.recipes.files import bundled_recipes
+from runtime.recipes.files import bundled_recipes, read_recipe_file
+from runtime.recipes.loader import MAX_PROBLEMS
 
+from .capped import run_capped
 from .conftest import ROOT
 
 MINIMAL = """\
@@ -131,7 +136,16 @@ def test_cross_field_errors_point_at_the_field() -> None:
         ("name: [oops\n", "not valid YAML"),
         ("- just\n- a list\n", "a recipe is a mapping"),
         ("", "empty"),
-        ("!!python/object:os.system {}\n", "could not determine a constructor"),
+        ("!!python/object:os.system {}\n", "tags (!!python/object:os.system) are not allowed"),
+        # a merge key says a field twice (merged and explicit); which one wins is a reader's
+        # choice, so a recipe that uses one means different things to different tools
+        (MINIMAL + "<<: {description: smuggled, title: Other}\n", "merge keys (<<)"),
+        # a set has no order: the same file would get a different version id on each run
+        (MINIMAL + "tags: !!set {a, b, c}\n", "tags (!!set) are not allowed"),
+        (MINIMAL + "description: !!binary aGVsbG8=\n", "tags (!!binary) are not allowed"),
+        (MINIMAL + "description: !!timestamp 2001-12-14\n", "tags (!!timestamp)"),
+        (MINIMAL + 'description: "\\ud800 half a character"\n', "unpaired surrogate"),
+        (MINIMAL + 'description: "fine"\n"\\udfff": 1\n', "unpaired surrogate"),
     ],
 )
 def test_hostile_yaml_gets_a_clear_error(text: str, needle: str) -> None:
@@ -181,3 +195,55 @@ def test_diff_is_field_by_field_and_keys_agents_by_name() -> None:
         MINIMAL.replace("agents:\n", "agents:\n  - name: critic\n    persona: You doubt.\n")
     )
     assert [c.path for c in diff(old, swapped)] == ["agents (order)"]
+
+
+def test_thousands_of_unknown_fields_give_a_bounded_report() -> None:
+    """Each problem is located in the file; 25,000 of them made that quadratic (minutes)."""
+    text = MINIMAL + "".join(f"k{i}: 1\n" for i in range(25_000))
+    found = problems(text)
+    assert len(found) == MAX_PROBLEMS + 1
+    assert found[0].field == "k0" and found[0].line == 7
+    assert "and 24980 more problems" in found[-1].message
+
+
+def test_a_set_value_is_parsed_as_safely_as_a_file() -> None:
+    (_, solo), *_ = [(p, r) for p, r in bundled_recipes() if r.name == "solo"]
+    deep = set_field(solo, "description", "[" * 5000)  # was a RecursionError
+    assert deep.description == "[" * 5000  # not YAML a recipe accepts: kept as the text typed
+    laughs = "[&a [lol, lol], [*a, *a]]"
+    assert set_field(solo, "description", laughs).description == laughs
+    with pytest.raises(RecipeError, match="unpaired surrogate"):
+        set_field(solo, "description", "half \ud800")  # crashed the version id before
+    assert set_field(solo, "protocol.max_turns", "7").protocol.max_turns == 7
+    assert set_field(solo, "tags", "[a, b]").tags == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["char-device", "fifo"])
+def test_a_file_that_never_ends_is_refused_not_read(tmp_path: Path, kind: str) -> None:
+    """/dev/zero reports size 0 and then never ends; a FIFO blocks until someone writes."""
+    if kind == "fifo":
+        target = tmp_path / "card.json"
+        os.mkfifo(target)
+    else:
+        target = Path("/dev/zero")
+    done = run_capped(tmp_path, "recipe", "validate", str(target), limit_mib=512, timeout=60)
+    assert "Traceback" not in done.output, done.output
+    assert done.returncode == 1 and "not a regular file" in done.stderr, done.output
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ("\ufeffpotluck: 1\n".encode("utf-16"), "UTF-16"),
+        (b"PK\x03\x04" + b"\x00" * 40, "a zip archive"),
+        (b"potluck: 1\nname: \xff\n", "not UTF-8 text (byte 17)"),
+    ],
+    ids=["utf-16", "charx-zip", "latin-1"],
+)
+def test_files_in_other_encodings_or_archives_say_what_they_are(
+    tmp_path: Path, data: bytes, needle: str
+) -> None:
+    path = tmp_path / "thing.yaml"
+    path.write_bytes(data)
+    with pytest.raises(RecipeError, match=re.escape(needle)):
+        read_recipe_file(path)

@@ -10,8 +10,17 @@ import click
 
 from runtime.recipes import RecipeError, version_id
 from runtime.recipes.files import read_recipe_file
+from runtime.text import terminal_safe
 
-from ..config import Config, ConfigError, default_home, load_config, write_default_config
+from ..config import (
+    Config,
+    ConfigError,
+    default_home,
+    load_config,
+    make_home,
+    tighten_modes,
+    write_default_config,
+)
 from ..library import Library, Saved
 from ..receipts.keys import KeyFileError, KeyPair, read_key_file, write_key_file
 from ..store.db import Store
@@ -46,7 +55,8 @@ pass_context = click.make_pass_decorator(Context)
 
 
 def _fail(message: str) -> None:
-    click.secho(message, fg="red", err=True)
+    # Errors quote what they refuse (a field name, a file's text): shown inert, never obeyed.
+    click.secho(terminal_safe(message), fg="red", err=True)
     sys.exit(2)
 
 
@@ -90,7 +100,7 @@ def _resolve(context: Context, ref: str) -> Saved:
 def init(context: Context) -> None:
     """Write a config and a gateway key (mode 0600); set up the store. Safe to run twice."""
     home = context._home or default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    make_home(home)
     config_path = home / "config.toml"
     if config_path.exists():
         click.echo(f"config: {config_path} (kept)")
@@ -109,6 +119,8 @@ def init(context: Context) -> None:
     click.echo(f"npub:   {pair.npub}")
     count = len(context.library.heads())
     click.echo(f"store:  {config.database_url} ({count} recipes)")
+    for change in tighten_modes(config):  # homes made before files were private
+        click.echo(f"private: {change}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .app import Context, _fail, _resolve, cli, pass_context
+from .output import one_line, say
 
 # -- run: the terminal front door ----------------------------------------------------------
 
@@ -26,24 +27,24 @@ class TerminalOutlet:
         self.shown = ""
 
     async def notice(self, text: str, **_: object) -> None:
-        click.secho(text, fg="yellow")
+        say(text, fg="yellow")
 
     async def turn_started(self, agent: str) -> None:
         self.shown = ""
-        click.secho(f"{agent} ", fg=_rgb(self.colours.get(agent)), bold=True, nl=False)
+        say(f"{one_line(agent)} ", fg=_rgb(self.colours.get(agent)), bold=True, nl=False)
 
     async def turn_text(self, agent: str, text: str) -> None:
-        if text.startswith(self.shown):
-            click.echo(text[len(self.shown) :], nl=False)
+        if text.startswith(self.shown):  # model output is hostile: shown, never obeyed
+            say(text[len(self.shown) :], nl=False)
         else:  # a retry replaced the text
-            click.echo("\n  " + text, nl=False)
+            say("\n  " + text, nl=False)
         self.shown = text
 
     async def turn_finished(self, agent: str, text: str, turn: Any, receipt: Any) -> None:
         if turn.finish == "pass":
             click.secho("(passes)", dim=True, nl=False)
         elif turn.finish == "error":
-            click.echo(text, nl=False)
+            say(text, nl=False)
         click.secho(
             f"\n  [{turn.model} · {turn.tokens_in}+{turn.tokens_out} tokens · "
             f"${turn.cost_usd:.4f}]",
@@ -52,12 +53,12 @@ class TerminalOutlet:
         click.echo()
 
     async def tool_result(self, agent: str, outcome: Any) -> None:
-        click.secho(f"\n  $ {outcome.command}", fg="cyan")
-        for line in outcome.text.splitlines()[:12]:
-            click.secho(f"    {line}", dim=True)
+        say(f"\n  $ {outcome.command}", fg="cyan")
+        for line in outcome.text.splitlines()[:12]:  # what a sandboxed process printed
+            say(f"    {line}", dim=True)
 
     async def cut(self, reason: str) -> None:
-        click.secho(f"\n[{reason}]", fg="yellow")
+        say(f"\n[{reason}]", fg="yellow")
 
     async def badge(self, message_id: str | None, receipt: Any) -> None:
         """The terminal shows the chain's verdict at the end instead."""
@@ -93,10 +94,10 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
     recipe = saved.recipe
     user = getpass.getuser()
     room_key = f"terminal:{user}"
-    click.secho(f"{saved.ref} · {recipe.title} · {recipe.protocol.kind}", bold=True)
+    say(f"{saved.ref} · {one_line(recipe.title)} · {recipe.protocol.kind}", bold=True)
     if any(m.startswith("local/") for a in recipe.agents for m in [a.model, *a.fallbacks]):
         click.secho("note: " + MODELS["smollm2-135m"].note, dim=True)
-    click.echo(f"{speaker}: {message}\n")
+    say(f"{one_line(speaker)}: {message}\n")
     outlet = TerminalOutlet({a.name: a.color for a in recipe.agents})
     started = time.monotonic()
 

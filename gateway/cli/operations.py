@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .app import Context, _fail, cli, pass_context
+from .output import say
 
 
 @cli.command("doctor")
@@ -63,4 +64,4 @@ def restore_command(context: Context, archive: Path, force: bool) -> None:
         manifest = restore(context.config, archive, force)
     except (BackupError, OSError) as exc:
         _fail(str(exc))
-    click.echo(f"restored the {manifest.database} store and keys from {manifest.created}")
+    say(f"restored the {manifest.database} store and keys from {manifest.created}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .app import Context, _fail, cli, pass_context
+from .output import emit_data, say
 
 # -- receipts ------------------------------------------------------------------------------
 
@@ -39,9 +40,9 @@ def _print_report(name: str, report) -> bool:  # type: ignore[no-untyped-def]
             fg="red",
         )
         for problem in report.problems:
-            click.echo(f"  - {problem}")
+            say(f"  - {problem}")
     for note in report.notes:
-        click.echo(f"  note: {note}")
+        say(f"  note: {note}")
     return report.ok
 
 
@@ -117,7 +118,7 @@ def receipts_export(
         _fail(f"session {session_id} has no receipts")
     text = "\n".join(lines) + "\n"
     if output is None:
-        click.echo(text, nl=False)
+        emit_data(text)
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"{len(lines)} events → {output}", err=True)
@@ -191,7 +192,7 @@ def receipts_reveal(context: Context, event_id: str | None, check_file: Path | N
         "salt": salt.hex(),
         "matches": reveal_matches(event, text, salt),
     }
-    click.echo(json.dumps(proof, ensure_ascii=False, indent=2))
+    emit_data(json.dumps(proof, ensure_ascii=False, indent=2) + "\n")
 
 
 @receipts.command("publish")
@@ -208,6 +209,6 @@ def receipts_publish(context: Context, force: bool) -> None:
         f"accepted {result.accepted}, rejected {result.rejected}, deferred {result.deferred}"
     )
     for error in result.errors:
-        click.secho(f"  {error} (kept; will retry)", fg="yellow")
+        say(f"  {error} (kept; will retry)", fg="yellow")
     counts = publication_counts(context.library.store)
     click.echo("state: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")

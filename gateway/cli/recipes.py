@@ -12,6 +12,10 @@ from runtime.recipes import RecipeError, diff, json_schema, short_ref, to_yaml
 from runtime.recipes.files import read_recipe_file
 
 from .app import Context, _resolve, cli, pass_context
+from .output import emit_data, one_line, say
+
+# Recipes come from strangers (imported cards, files, chat rooms): everything printed here
+# goes through `say`, and fields shown within a line are kept to that line.
 
 
 @cli.group()
@@ -27,7 +31,8 @@ def recipe_list(context: Context) -> None:
     width = max((len(s.ref) for s in heads), default=10)
     for saved in heads:
         agents = ", ".join(a.name for a in saved.recipe.agents)
-        click.echo(f"{saved.ref:<{width}}  {saved.origin:<7}  {saved.recipe.title}  [{agents}]")
+        title = one_line(saved.recipe.title)
+        say(f"{one_line(saved.ref):<{width}}  {saved.origin:<7}  {title}  [{one_line(agents)}]")
 
 
 @recipe.command("show")
@@ -38,24 +43,26 @@ def recipe_show(context: Context, ref: str, as_yaml: bool) -> None:
     """One recipe: version, lineage, agents and protocol."""
     saved = _resolve(context, ref)
     if as_yaml:
-        click.echo(to_yaml(saved.recipe), nl=False)
+        say(to_yaml(saved.recipe), nl=False)
         return
     r = saved.recipe
-    click.secho(f"{saved.ref}  {r.title}", bold=True)
-    click.echo(f"version: {saved.id}")
+    say(f"{one_line(saved.ref)}  {one_line(r.title)}", bold=True)
+    say(f"version: {saved.id}")
     if r.forked_from:
-        click.echo(f"forked from: {r.forked_from[:7]}")
+        say(f"forked from: {r.forked_from[:7]}")
+    if r.author:
+        say(f"by: {one_line(r.author)}")
     if r.description:
-        click.echo(r.description)
-    click.echo(
+        say(r.description)
+    say(
         f"protocol: {r.protocol.kind}, up to {r.protocol.max_turns} turns, "
         f"{r.protocol.max_rounds} rounds; trigger: {r.trigger}"
     )
-    click.echo(f"limits: ${r.limits.max_cost_usd:.2f}, {r.limits.max_tokens} tokens per session")
+    say(f"limits: ${r.limits.max_cost_usd:.2f}, {r.limits.max_tokens} tokens per session")
     for agent in r.agents:
         fallbacks = f" (fallbacks: {', '.join(agent.fallbacks)})" if agent.fallbacks else ""
         tools = f" tools: {', '.join(agent.tools)}" if agent.tools else ""
-        click.echo(f"  - {agent.name}: {agent.model}{fallbacks}{tools}")
+        say(f"  - {one_line(agent.name)}: {one_line(agent.model + fallbacks + tools)}")
 
 
 @recipe.command("validate")
@@ -68,9 +75,9 @@ def recipe_validate(files: tuple[Path, ...]) -> None:
             loaded = read_recipe_file(path)
         except RecipeError as exc:
             failed += 1
-            click.secho(str(exc), fg="red", err=True)
+            say(str(exc), fg="red", err=True)
         else:
-            click.echo(f"{path}: ok ({short_ref(loaded)})")
+            say(f"{path}: ok ({short_ref(loaded)})")
     if failed:
         sys.exit(1)
 
@@ -86,7 +93,7 @@ def recipe_fork(context: Context, ref: str, new_name: str, author: str | None) -
     if parent.origin == "file":
         context.library.save(parent.recipe, "import")
     saved = context.library.fork(parent.id if parent.origin == "file" else ref, new_name, author)
-    click.echo(f"{saved.ref} forked from {parent.ref}")
+    say(f"{saved.ref} forked from {parent.ref}")
 
 
 @recipe.command("set")
@@ -98,9 +105,9 @@ def recipe_set(context: Context, ref: str, path: str, value: str) -> None:
     """Change one field, e.g. `set my-review agents.architect.model openai/gpt-5`."""
     before = context.library.get(ref)
     saved = context.library.set(ref, path, value)
-    click.echo(f"{before.ref} → {saved.ref}")
+    say(f"{before.ref} → {saved.ref}")
     for change in diff(before.recipe, saved.recipe):
-        click.echo("  " + change.render())
+        say("  " + change.render())
 
 
 @recipe.command("diff")
@@ -111,11 +118,11 @@ def recipe_diff(context: Context, old: str, new: str) -> None:
     """What changed from one version (or file) to another, field by field."""
     a, b = _resolve(context, old), _resolve(context, new)
     changes = diff(a.recipe, b.recipe)
-    click.echo(f"{a.ref} → {b.ref}: {len(changes)} change(s)")
+    say(f"{a.ref} → {b.ref}: {len(changes)} change(s)")
     for change in changes:
         line = change.render()
         colour = {"+": "green", "-": "red"}.get(line[0], "yellow")
-        click.secho(line, fg=colour)
+        say(line, fg=colour)
 
 
 @recipe.command("history")
@@ -126,9 +133,9 @@ def recipe_history(context: Context, ref: str) -> None:
     for index, item in enumerate(context.library.lineage(ref)):
         arrow = "  " if index == 0 else "← "
         if isinstance(item, str):
-            click.echo(f"{arrow}{item[:7]} (not in this store: forked from elsewhere)")
+            say(f"{arrow}{item[:7]} (not in this store: forked from elsewhere)")
         else:
-            click.echo(f"{arrow}{item.ref}  {item.origin}  {item.recipe.title}")
+            say(f"{arrow}{one_line(item.ref)}  {item.origin}  {one_line(item.recipe.title)}")
 
 
 @recipe.command("export")
@@ -140,10 +147,10 @@ def recipe_export(context: Context, ref: str, output: Path | None) -> None:
     saved = _resolve(context, ref)
     text = to_yaml(saved.recipe)
     if output is None:
-        click.echo(text, nl=False)
+        emit_data(text)
         return
     output.write_text(text, encoding="utf-8")
-    click.echo(f"{saved.ref} → {output}")
+    say(f"{saved.ref} → {output}")
 
 
 @recipe.command("import")
@@ -153,7 +160,7 @@ def recipe_import(context: Context, file: Path) -> None:
     """Add a recipe file, or a SillyTavern character card (.json/.png), to the library."""
     loaded = read_recipe_file(file)
     saved = context.library.save(loaded, "import")
-    click.echo(f"imported {saved.ref}  {loaded.title}")
+    say(f"imported {saved.ref}  {one_line(loaded.title)}")
 
 
 @recipe.command("schema")

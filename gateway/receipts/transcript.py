@@ -50,9 +50,20 @@ def _module(source: str) -> str:
     return "data:text/javascript;base64," + base64.b64encode(source.encode()).decode()
 
 
+# Inside <script>, the HTML parser looks for more than `</script`: `<!--` followed by
+# `<script` switches it into states where the element's real end tag no longer ends it, so
+# one participant's text could swallow the verifier. JSON puts these characters only inside
+# strings, where \u escapes mean the same, so none of them is left for the parser to see;
+# U+2028/2029 are escaped too, for any reader that still treats them as line ends.
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def _script_json(data: Any) -> str:
-    """JSON safe inside a <script> element: no `</` can close it early."""
-    return json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    """JSON safe inside a <script> element: no `<`, `>` or `&` at all, so nothing in it can
+    end the element or change how the parser reads it."""
+    return json.dumps(data, ensure_ascii=False).translate(_SCRIPT_ESCAPES)
 
 
 STYLE = """

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem, RecipeError
-from .loader import validate_data
+from .loader import parse_value, validate_data
 from .schema import Recipe
 from .version import canonical_data, version_id
 
@@ -31,12 +31,9 @@ def derive(parent: Recipe, data: dict[str, Any], source: str) -> Recipe:
 
 
 def _parse_value(raw: str) -> Any:
-    """`0.3` is a number, `[a, b]` a list, anything else text; parsed with the safe loader."""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    return raw if value is None and raw.strip() not in ("null", "~") else value
+    """`0.3` is a number, `[a, b]` a list, anything else text; under a recipe file's limits
+    (no aliases, bounded depth), since the value may come from a chat room."""
+    return parse_value(raw)
 
 
 def set_field(recipe: Recipe, path: str, raw_value: str) -> Recipe:

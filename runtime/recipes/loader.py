@@ -18,6 +18,7 @@ from .schema import Recipe
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 24
+MAX_PROBLEMS = 20
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -101,7 +102,7 @@ def compose(text: str, source: str) -> yaml.Node | None:
 
 
 def _construct(node: yaml.Node, source: str) -> Any:
-    _refuse_duplicate_keys(node, source)
+    _check_nodes(node, source)
     loader = _GuardedLoader("")
     try:
         return loader.construct_document(node)
@@ -134,10 +135,47 @@ def _construct(node: yaml.Node, source: str) -> Any:
         loader.dispose()
 
 
-def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
+# The tags plain YAML resolves to by itself. Anything else is written on purpose (`!!set`,
+# `!!binary`, `!!python/...`, `!local`) and has no place in a recipe: a set has no order (the
+# same file would get a new version id on every run), and the rest are other types in
+# disguise. Merge keys (`<<`) are refused too: they say a field twice, and which one wins is
+# a reader's choice, so the recipe would mean different things to different tools.
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+)
+
+
+def _check_nodes(node: yaml.Node, source: str) -> None:
+    """Refuse duplicate keys, merge keys and explicit tags anywhere in the tree."""
     stack = [node]
     while stack:
         current = stack.pop()
+        line = current.start_mark.line + 1
+        if current.tag == "tag:yaml.org,2002:merge":
+            raise RecipeError(
+                [
+                    Problem(
+                        source,
+                        line,
+                        "",
+                        "merge keys (<<) are not allowed in recipes",
+                        "write the fields out",
+                    )
+                ]
+            )
+        if current.tag not in _PLAIN_TAGS:
+            shown = current.tag.replace("tag:yaml.org,2002:", "!!")
+            raise RecipeError(
+                [
+                    Problem(
+                        source,
+                        line,
+                        "",
+                        f"YAML tags ({shown}) are not allowed in recipes",
+                        "write a plain value; quote it to keep it as text",
+                    )
+                ]
+            )
         if isinstance(current, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in current.value:
@@ -155,9 +193,22 @@ def _refuse_duplicate_keys(node: yaml.Node, source: str) -> None:
                             ]
                         )
                     seen[key.value] = key.start_mark.line + 1
-                stack.append(value)
+                stack.extend((key, value))
         elif isinstance(current, yaml.SequenceNode):
             stack.extend(current.value)
+
+
+def parse_value(raw: str) -> Any:
+    """A value typed after `recipe set` (in a shell or a chat room): YAML under a file's
+    limits, so `0.3` is a number and `[a, b]` a list; anything it refuses stays the text
+    typed."""
+    try:
+        node = compose(raw, "set")
+        if node is None:
+            return None if raw.strip() in ("null", "~") else raw
+        return _construct(node, "set")
+    except RecipeError:
+        return raw
 
 
 def _locate(node: yaml.Node | None, loc: tuple[Any, ...]) -> tuple[int | None, bool]:
@@ -289,6 +340,28 @@ def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     return validate_data(data, source, root)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unpaired_surrogate(data: Any) -> tuple[tuple[Any, ...], str] | None:
+    """Where a string (value or key) holds half of a UTF-16 pair, which `\\ud800` in YAML
+    or JSON can produce: such a string cannot be written to a file, a database or a hash."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            if found := _SURROGATE.search(item):
+                return loc, found.group()
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and (found := _SURROGATE.search(key)):
+                    return loc, found.group()
+                stack.append(((*loc, key), value))
+        elif isinstance(item, list):
+            stack.extend(((*loc, index), value) for index, value in enumerate(item))
+    return None
+
+
 def validate_data(data: Any, source: str = "<recipe>", root: yaml.Node | None = None) -> Recipe:
     """Validate already-parsed data (JSON imports, edits), keeping positions when known."""
     if not isinstance(data, dict):
@@ -304,10 +377,36 @@ def validate_data(data: Any, source: str = "<recipe>", root: yaml.Node | None = 
                 )
             ]
         )
+    if (unpaired := _unpaired_surrogate(data)) is not None:
+        loc, half = unpaired
+        raise RecipeError(
+            [
+                Problem(
+                    source,
+                    _locate(root, loc)[0],
+                    _field_path(loc, data).encode("utf-8", "backslashreplace").decode(),
+                    f"holds an unpaired surrogate (\\u{ord(half):04x}), which is not text",
+                    "write the character itself, not half of a UTF-16 pair",
+                )
+            ]
+        )
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(e, root, data, source) for e in exc.errors()]
+        errors = exc.errors(include_url=False)
+        # Each problem is located in the file by a walk down from the root; thousands of
+        # them (a file of unknown keys) would make that quadratic, so report the first few.
+        problems = [_problem(e, root, data, source) for e in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(
+                Problem(
+                    source,
+                    None,
+                    "",
+                    f"and {len(errors) - MAX_PROBLEMS} more problems",
+                    "fix these first, then check again",
+                )
+            )
         raise RecipeError(problems) from None
     except RecursionError:
         raise RecipeError([Problem(source, None, "", "recipe is nested too deeply")]) from None
