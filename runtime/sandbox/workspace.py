@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .policy import USER, labels, room_slug, volume_name
+from .policy import LABEL_INSTALL, LABEL_ROOM, USER, labels, room_slug, volume_name
+from .results import NotMine
 
 log = logging.getLogger("potluck.sandbox")
 
@@ -54,13 +55,27 @@ def _attach(image: Path) -> str:
     ).stdout.strip()
 
 
+def _loop_options(device: str) -> dict[str, str]:
+    return {"type": "ext4", "device": device, "o": "nodev,nosuid"}
+
+
 def _detach(image: Path) -> None:
     while device := _attached(image):
         subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
+def _ours(volume: Any, install: str, room: str) -> bool:
+    found = volume.attrs.get("Labels") or {}
+    return found.get(LABEL_INSTALL) == install and found.get(LABEL_ROOM) == room
+
+
 class Workspaces:
-    """Creates, re-attaches and deletes the per-room volumes of one install."""
+    """Creates, re-attaches and deletes the per-room volumes of one install.
+
+    A volume is only used or removed when it carries this install's labels for that room and
+    no driver options but the ones we set (an ext4 image on a loop device, or none): a volume
+    someone else made under our name, say one binding a host folder, is refused, not mounted.
+    """
 
     def __init__(self, client: Any, install: str, state_dir: Path, size_bytes: int) -> None:
         self.client = client
@@ -80,9 +95,12 @@ class Workspaces:
         name = volume_name(self.install, room)
         if not self.loop:
             try:
-                self.client.volumes.get(name)
+                volume = self.client.volumes.get(name)
             except docker.errors.NotFound:
                 self.client.volumes.create(name, labels=labels(self.install, room, "workspace"))
+                return Workspace(name, capped=False)
+            if not _ours(volume, self.install, room) or volume.attrs.get("Options"):
+                raise self._not_mine(name)
             return Workspace(name, capped=False)
         image = self.image_file(room)
         if not image.exists():
@@ -111,23 +129,36 @@ class Workspaces:
         device = _attach(image)
         try:
             volume = self.client.volumes.get(name)
-            if volume.attrs.get("Options", {}).get("device") != device:
+            if not _ours(volume, self.install, room):
+                raise self._not_mine(name)
+            if volume.attrs.get("Options", {}) != _loop_options(device):
                 volume.remove()  # stale device number after a reboot; the data is in the file
                 raise docker.errors.NotFound("stale")
         except docker.errors.NotFound:
             self.client.volumes.create(
                 name,
                 driver="local",
-                driver_opts={"type": "ext4", "device": device, "o": "nodev,nosuid"},
+                driver_opts=_loop_options(device),
                 labels=labels(self.install, room, "workspace"),
             )
         return Workspace(name, capped=True)
 
+    @staticmethod
+    def _not_mine(name: str) -> NotMine:
+        return NotMine(
+            f"a volume named {name} exists that this install did not make as it makes "
+            f"workspaces; it is left alone (remove it with `docker volume rm {name}` if it is "
+            "stale)"
+        )
+
     def remove(self, room: str) -> None:
+        """Delete the room's workspace: its volume (when ours) and its image file."""
         import docker.errors
 
         with contextlib.suppress(docker.errors.NotFound):
-            self.client.volumes.get(volume_name(self.install, room)).remove(force=True)
+            volume = self.client.volumes.get(volume_name(self.install, room))
+            if _ours(volume, self.install, room):
+                volume.remove(force=True)
         image = self.image_file(room)
         if self.loop:
             _detach(image)
