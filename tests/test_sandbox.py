@@ -79,8 +79,15 @@ def _answers(path: Path) -> bool:
 class BrokerProcess:
     """`potluck sandbox broker` for one test install, as its own process."""
 
-    def __init__(self, home: Path, settings: dict[str, str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        home: Path,
+        settings: dict[str, str],
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.home = home
+        self.args = args
         self.socket = home / "broker.sock"
         self.log = home / "broker.log"
         self.env = {
@@ -102,6 +109,7 @@ class BrokerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "gateway", "sandbox", "broker"]
         argv += ["--socket", str(self.socket), "--mode", "600", "--grace", str(grace_s)]
+        argv += self.args
         self.process = subprocess.Popen(
             argv, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
@@ -154,11 +162,16 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
     engine()
     made: list[BrokerProcess] = []
 
-    def make(env: dict[str, str] | None = None, **settings: str) -> BrokerProcess:
+    def make(
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        grace_s: float = 5.0,
+        **settings: str,
+    ) -> BrokerProcess:
         home = tmp_path / f"home{len(made)}"
-        broker = BrokerProcess(home, settings, {**os.environ, **(env or {})})
+        broker = BrokerProcess(home, settings, {**os.environ, **(env or {})}, args)
         made.append(broker)
-        return broker.start()
+        return broker.start(grace_s)
 
     yield make
     for broker in made:

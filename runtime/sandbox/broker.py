@@ -40,6 +40,7 @@ log = logging.getLogger("potluck.broker")
 REQUEST_TIMEOUT_S = 10.0
 FRAME_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 64
+LINGER_S = 1.0
 
 
 class BrokerError(RuntimeError):
@@ -173,10 +174,10 @@ class Broker:
                 text = (
                     "the broker is stopping"
                     if self.stopping
-                    else f"the broker is serving {self.max_connections} requests; try again"
+                    else f"busy: the broker is serving {self.max_connections} requests; try again"
                 )
                 await write_message(writer, protocol.error(why, text))
-            writer.close()
+            await _linger(reader, writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -185,7 +186,7 @@ class Broker:
             await self._serve(reader, writer)
         finally:
             self._handlers.discard(task)
-            writer.close()
+            await _linger(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -319,16 +320,16 @@ class Broker:
         watching = asyncio.ensure_future(hangup())
         try:
             await asyncio.wait({running, watching}, return_when=asyncio.FIRST_COMPLETED)
-            if not running.done():  # the client is gone: stop its command
-                log.info("client left during a command in %s; stopping it", request.room)
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-                return
-            running.result()
+        except asyncio.CancelledError:  # the broker is stopping: stop the command first
+            await _stopped(running)
+            raise
         finally:
             watching.cancel()
-            running.cancel()
+        if not running.done():  # the client is gone: stop its command
+            log.info("client left during a command in %s; stopping it", request.room)
+            await _stopped(running)
+            return
+        running.result()
         if failure and isinstance(failure[0], ProtocolError):
             log.warning("stdin for %s ended early: %s", request.room, failure[0])
 
@@ -348,6 +349,30 @@ class Broker:
         if pending:
             await write_message(writer, protocol.chunk(pending))
         await write_message(writer, protocol.ok({"size": size}))
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close so the last reply arrives: closing a Unix socket with unread input makes the
+    kernel reset the connection, and the client may lose the reply. So: half-close, discard
+    what the client still sends (bounded in bytes and time), then close."""
+    try:
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER_S):
+            left = protocol.MAX_FRAME * 4
+            while left > 0 and (data := await reader.read(65536)):
+                left -= len(data)
+    except (OSError, TimeoutError, asyncio.CancelledError, RuntimeError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _stopped(task: asyncio.Future[None]) -> None:
+    """Cancel a command's task and wait while it stops the command and sweeps up."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 async def serve(

@@ -37,6 +37,7 @@ from .wire import read_message, write_message
 CONNECT_TIMEOUT_S = 10.0
 QUICK_TIMEOUT_S = 120.0  # everything but commands: files, lists, reset, health, probe
 ERRORS = {"not_mine": NotMine, "unavailable": EngineDown}
+# "busy", "timeout", "bad_request", "stopping", "sandbox", "internal": SandboxError
 
 
 class BrokerUnavailable(SandboxError):

@@ -19,6 +19,7 @@ from typing import Any
 
 FRAME = struct.Struct(">BxxxL")  # Docker's multiplexed stream: stream id, length
 DEFAULT_SOCKET = "/var/run/docker.sock"
+BASE_API = "1.41"  # Docker 20.10's, until the engine says which it speaks
 
 
 class EngineError(RuntimeError):
@@ -82,13 +83,26 @@ class Engine:
 
     def __init__(self, path: str | None = None, client: Any = None, workers: int = 16) -> None:
         self.path = path or socket_path()
+        self.negotiated = client is not None
         if client is None:
             import docker
 
-            client = docker.DockerClient(base_url=f"unix://{self.path}", timeout=120)
+            # A version given here means no request at construction: a broker starts (and
+            # says "no engine") while the engine is down. `negotiate` settles it later.
+            client = docker.DockerClient(
+                base_url=f"unix://{self.path}", version=BASE_API, timeout=120
+            )
         self.client = client
         self.api = client.api
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+
+    def negotiate(self) -> None:
+        """Blocking: speak the engine's own API version (as docker-py's "auto" would)."""
+        if not self.negotiated:
+            found = self.api.version(api_version=False).get("ApiVersion")
+            if found:
+                self.api._version = str(found)  # docker-py keeps the version there
+            self.negotiated = True
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -40,7 +40,6 @@ from .policy import (
     container_options,
     effective,
     exec_options,
-    format_size,
     leftovers,
     workspace_path,
 )
@@ -183,6 +182,7 @@ class Sandboxes:
         async with self._ready_lock:
             if self._ready:
                 return
+            await self._engine(self.engine.negotiate)
             info = await self._engine(self.client.info)
             capped = self.ceilings.within_host(int(info.get("NCPU") or 0))
             if capped != self.ceilings:
@@ -642,8 +642,8 @@ class Sandboxes:
             "workspace_capped": bool(self.workspaces.loop),
         }
         try:
-            version = await self._engine(self.client.version)
             await self.start()
+            version = await self._engine(self.client.version)
             report["ceilings"] = self.ceilings.as_dict()
         except Exception as exc:
             report["engine"] = {"ok": False, "version": "", "error": str(exc)}
