@@ -119,12 +119,20 @@ def _install_image_only(value: str) -> str:
 
 
 class SandboxPolicy(Strict):
-    """What a recipe may ask of its sandbox: a request, capped by the install's ceilings
-    (runtime/sandbox/policy.py `effective`). Hardening itself is not negotiable here."""
+    """What a recipe may ask of its sandbox: a request the install caps at its ceilings.
+    Hardening itself is not negotiable here."""
 
     # Kept so recipes and stored versions that spell out the default still validate; any
-    # other value is refused, since the image is the install's choice.
-    image: Annotated[str, AfterValidator(_install_image_only)] = SANDBOX_IMAGE
+    # other value is refused, since the image is the install's choice. The numbers below
+    # are capped by runtime/sandbox/policy.py `effective`.
+    image: Annotated[
+        str,
+        AfterValidator(_install_image_only),
+        Field(
+            description="The install's choice, never the recipe's: only the default is accepted.",
+            json_schema_extra={"const": SANDBOX_IMAGE},
+        ),
+    ] = SANDBOX_IMAGE
     network: Literal["none"] = "none"
     memory: Annotated[str, Field(pattern=MEMORY)] = "512m"
     cpus: Annotated[float, Field(ge=0.1, le=8.0)] = 1.0
