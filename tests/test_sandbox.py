@@ -507,6 +507,21 @@ async def test_workspace_survives_reaping_and_broker_restarts_and_reset_clears_i
     assert await client.list_files("room") == []
 
 
+async def test_a_container_stopped_or_removed_by_hand_is_replaced(
+    brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = brokers()
+    client = broker.client()
+    await client.write_file("room", "kept.txt", b"still here")
+    [container] = broker.containers()
+    container.stop(timeout=1)
+    assert (await client.exec("room", "cat kept.txt")).stdout == "still here"
+    [container] = broker.containers()
+    container.remove(force=True)
+    assert (await client.exec("room", "cat kept.txt")).stdout == "still here"
+    assert [c.status for c in broker.containers()] == ["running"]
+
+
 async def test_foreign_containers_are_never_touched(
     brokers: Callable[..., BrokerProcess],
 ) -> None:

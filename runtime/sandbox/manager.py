@@ -117,11 +117,19 @@ def _engine_down(exc: BaseException) -> EngineDown:
 
 
 def _is_connection_error(exc: BaseException) -> bool:
+    """No answer from the engine at all (as opposed to an answer we did not like: docker-py's
+    APIError is an HTTPError, itself an OSError, so the order of these tests matters)."""
     import requests
 
-    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | OSError) or (
-        exc.__class__.__name__ == "DockerException" and "connection" in str(exc).lower()
-    )
+    if isinstance(exc, requests.exceptions.HTTPError):
+        return False
+    return isinstance(
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | ConnectionError
+        | FileNotFoundError,
+    ) or (exc.__class__.__name__ == "DockerException" and "connection" in str(exc).lower())
 
 
 def _gone(exc: BaseException) -> bool:
