@@ -18,6 +18,8 @@ import logging
 import os
 import signal
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +33,7 @@ from runtime.sandbox import NotMine, SandboxError, protocol
 from runtime.sandbox.broker import LINGER_S
 from runtime.sandbox.wire import read_message
 
-from .conftest import until
+from .conftest import ROOT, until
 from .test_sandbox import BrokerProcess, brokers, engine  # noqa: F401  (fixtures)
 
 EXEC = {"op": "exec", "room": "room", "argv": ["true"]}
@@ -466,3 +468,35 @@ def test_sandbox_config_is_checked_at_load(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('[sandbox]\nmemroy = "1g"\n')
     with pytest.raises(ConfigError, match=r"unknown keys \['memroy'\]"):
         load_config(env=home)
+
+
+def test_the_operator_commands_go_through_a_broker(tmp_path: Path) -> None:
+    """`potluck sandbox exec/list/reset`: each starts the install's broker when none runs,
+    and stops it again; `docker-proxy` is gone."""
+    engine()
+    env = {
+        **os.environ,
+        "POTLUCK_HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "POTLUCK_SANDBOX_WORKSPACE": "64m",
+    }
+
+    def potluck(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = potluck("sandbox", "exec", "web:cli", "echo from the cli; exit 3")
+    assert done.returncode == 3 and done.stdout == "from the cli\n", done.stderr
+    assert "exit 3" in done.stderr
+    listed = potluck("sandbox", "list")
+    assert listed.returncode == 0 and "(no sandboxes)" in listed.stdout  # stopped with it
+    assert "ceilings memory 1g" in listed.stdout
+    assert potluck("sandbox", "reset", "web:cli").returncode == 0
+    assert not (tmp_path / "state" / "broker.sock").exists()
+    gone = potluck("docker-proxy", "--help")
+    assert gone.returncode != 0 and "No such command" in gone.stderr
