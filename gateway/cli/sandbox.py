@@ -96,10 +96,22 @@ def _through_broker(context: Context, work):  # type: ignore[no-untyped-def]
     show_default=True,
     help="On SIGTERM, seconds requests in flight may finish before they are cancelled.",
 )
+@click.option(
+    "--max-connections",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Requests served at once; more are told the broker is busy.",
+)
 @click.option("--owned", is_flag=True, help="Stop when stdin closes (the gateway's own broker).")
 @pass_context
 def sandbox_broker(
-    context: Context, socket_path: Path | None, mode: str, grace: float, owned: bool
+    context: Context,
+    socket_path: Path | None,
+    mode: str,
+    grace: float,
+    max_connections: int,
+    owned: bool,
 ) -> None:
     """Hold the Docker engine's socket and offer sandboxes, by intent, on a Unix socket.
     The only Potluck process that talks to the engine (see deploy/)."""
@@ -122,7 +134,16 @@ def sandbox_broker(
         boxes = Sandboxes(
             config.home / "state", install=config.install_id, ceilings=config.sandbox.ceilings
         )
-        status = asyncio.run(serve(boxes, path, mode=permissions, grace_s=grace, owned=owned))
+        status = asyncio.run(
+            serve(
+                boxes,
+                path,
+                mode=permissions,
+                grace_s=grace,
+                owned=owned,
+                max_connections=max_connections,
+            )
+        )
     except (BrokerError, EngineError) as exc:
         _fail(f"error: {exc}")
     sys.exit(status)
