@@ -20,6 +20,7 @@ from runtime.models.keys import (
     merge_secrets,
     normalise_endpoint,
 )
+from runtime.sandbox.policy import MIN_MEMORY, Ceilings, default_cpus, format_size, parse_size
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,14 @@ class ConfigError(ValueError):
 
 def default_home() -> Path:
     return Path(os.environ.get("POTLUCK_HOME", Path.home() / ".potluck"))
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """[sandbox]: where the sandbox broker listens, and the most any recipe may get."""
+
+    broker: Path | None = None  # a running broker's socket; None: the gateway starts its own
+    ceilings: Ceilings = field(default_factory=lambda: Ceilings(cpus=default_cpus()))
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Config:
     # API keys by provider and the endpoints each key may also go to ([providers.<name>],
     # with [secrets] folded in): the only place a model call's key comes from.
     providers: dict[str, Provider] = field(default_factory=dict, repr=False)
+    sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
 
     @property
     def config_file(self) -> Path:
@@ -121,6 +131,22 @@ relays = []
 #   {{ url = "http://10.0.0.5:8000/v1", api_key = "..." }},  # its own key
 # ]
 
+[sandbox]
+# Agents' tools run in sandboxes made by a separate broker process, the only one that talks
+# to the Docker engine. Unset, the gateway starts its own broker; a home server runs it as a
+# service (deploy/) and names its socket here:
+# broker = "/run/potluck/broker.sock"
+# The most any recipe gets; a recipe asking for more is capped and told. Each key can also
+# be set as POTLUCK_SANDBOX_<KEY>, e.g. POTLUCK_SANDBOX_MEMORY=2g. These bind the broker
+# that reads them (the gateway's own, or the service's config).
+# memory = "1g"
+# cpus = 2                 (at most this machine's CPUs)
+# pids = 256
+# exec_timeout_s = 120
+# workspace = "256m"       (per room; a hard cap where loop devices are available)
+# idle_s = 600             (an unused sandbox is stopped after this; its files stay)
+# image = "potluck-sandbox:default"
+
 [secrets]
 # The older form, still read: <provider>_api_key = "...", e.g. openai_api_key = "..." is
 # [providers.openai] api_key. Names are case-insensitive; one key written twice is fine,
@@ -178,6 +204,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             platforms=_platforms(data, env),
             secrets=secrets,
             providers=_providers(data, secrets, env),
+            sandbox=_sandbox(data.get("sandbox", {}), env),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -211,6 +238,85 @@ def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
             f"[budgets] has unknown keys {sorted(unknown)}; use period, {', '.join(BUDGET_KEYS)}"
         )
     return {"period": period, **found} if found else {}
+
+
+SANDBOX_KEYS = (
+    "broker",
+    "image",
+    "memory",
+    "cpus",
+    "pids",
+    "exec_timeout_s",
+    "workspace",
+    "idle_s",
+)
+IMAGE = r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9._-]+)?$"
+
+
+def _sandbox(section: Any, env: dict[str, str]) -> SandboxSettings:
+    """[sandbox], each key overridable as POTLUCK_SANDBOX_<KEY>; checked here, not at use."""
+    import re
+
+    if not isinstance(section, dict):
+        raise ConfigError("[sandbox] must be a table")
+    unknown = set(section) - set(SANDBOX_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"[sandbox] has unknown keys {sorted(unknown)}; use {', '.join(SANDBOX_KEYS)}"
+        )
+    values = {key: section[key] for key in SANDBOX_KEYS if key in section}
+    for key in SANDBOX_KEYS:
+        if (value := env.get(f"POTLUCK_SANDBOX_{key.upper()}")) not in (None, ""):
+            values[key] = value
+
+    def number(key: str, kind: type, low: float, high: float, unit: str = "") -> Any:
+        raw = values[key]
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = kind(raw) if kind is float or isinstance(raw, int) else kind(str(raw), 10)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[sandbox] {key} must be a number, not {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"[sandbox] {key} must be between {low:g} and {high:.0f}{unit}")
+        return value
+
+    def size(key: str, low: int) -> int:
+        try:
+            value = parse_size(str(values[key]))
+        except ValueError:
+            raise ConfigError(
+                f"[sandbox] {key} must be a size such as 512m or 2g, not {values[key]!r}"
+            ) from None
+        if value < low:
+            raise ConfigError(f"[sandbox] {key} must be at least {format_size(low)}")
+        return value
+
+    defaults = SandboxSettings().ceilings
+    found: dict[str, Any] = {}
+    if "image" in values:
+        if not isinstance(values["image"], str) or not re.fullmatch(IMAGE, values["image"]):
+            raise ConfigError(f"[sandbox] image must be an image name, not {values['image']!r}")
+        found["image"] = values["image"]
+    if "memory" in values:
+        found["memory_bytes"] = size("memory", MIN_MEMORY)
+    if "workspace" in values:
+        found["workspace_bytes"] = size("workspace", 16 * 1024**2)
+    if "cpus" in values:
+        found["cpus"] = number("cpus", float, 0.1, 1024)
+    if "pids" in values:
+        found["pids"] = number("pids", int, 16, 1_000_000)
+    if "exec_timeout_s" in values:
+        found["exec_timeout_s"] = number("exec_timeout_s", int, 1, 86_400, " seconds")
+    if "idle_s" in values:
+        found["idle_s"] = number("idle_s", float, 10, 7 * 86_400, " seconds")
+    broker = values.get("broker")
+    if broker is not None and (not isinstance(broker, str) or not broker.startswith("/")):
+        raise ConfigError(f"[sandbox] broker must be the absolute path of a socket, not {broker!r}")
+    return SandboxSettings(
+        broker=Path(broker) if broker else None,
+        ceilings=Ceilings(**{**defaults.__dict__, **found}),
+    )
 
 
 PLATFORM_KEYS = {

@@ -17,6 +17,7 @@ from .config import Config
 OK, WARN, FAIL = "ok", "warn", "fail"
 ESSENTIAL_LIMITS = (
     "non-root user",
+    "init out of the sandbox user's reach",
     "no capabilities",
     "no-new-privileges",
     "memory limit",
@@ -169,41 +170,82 @@ def check_model() -> Check:
 
 
 async def check_engine(config: Config) -> list[Check]:
+    """The sandbox broker, and through it the engine, the image and the limits in force.
+    The gateway never talks to the engine itself, so neither does this check."""
+    from runtime.sandbox import DEFAULT_IMAGE, SandboxError
+
+    from .sandboxes import connect
+
     try:
-        import docker
+        client = await connect(config)
+    except SandboxError as exc:
+        if config.sandbox.broker is not None:
+            fix = (
+                "start it: `systemctl start potluck-broker`, or the compose `broker` service; "
+                "or remove [sandbox] broker and the gateway starts its own"
+            )
+        else:
+            fix = "run `potluck sandbox broker` in a terminal to see why it stops"
+        return [Check("sandbox broker", FAIL, f"{exc}: agents cannot run tools", fix)]
+    try:
+        return await _through_broker(client, DEFAULT_IMAGE)
+    except SandboxError as exc:
+        return [Check("sandbox broker", FAIL, str(exc), "see `potluck sandbox list`")]
+    finally:
+        await client.close()
 
-        from runtime.sandbox import Sandboxes
-        from runtime.sandbox.image import current_tag, image_present
 
-        client = docker.from_env(timeout=30)
-        await asyncio.to_thread(client.ping)
-    except Exception as exc:
-        return [
+async def _through_broker(client, default_image: str) -> list[Check]:  # type: ignore[no-untyped-def]
+    health = await client.health()
+    found = [Check("sandbox broker", OK, f"{client.socket_path} (install {health.install})")]
+    if not health.engine_ok:
+        found.append(
             Check(
                 "docker engine",
                 FAIL,
-                f"not reachable ({exc.__class__.__name__}): agents cannot run tools",
-                "run deploy/engine.sh (installs docker.io and starts dockerd)",
+                f"the broker reaches none ({health.engine_error}): agents cannot run tools",
+                "run deploy/engine.sh (installs docker.io and starts dockerd); a broker in a "
+                "container needs /var/run/docker.sock mounted",
             )
-        ]
-    found = [Check("docker engine", OK, f"Docker {client.version().get('Version', '?')}")]
-    tag = current_tag()
-    if not image_present(client, tag):
-        found.append(
-            Check("sandbox image", FAIL, f"{tag} is not built", "run `potluck sandbox build`")
         )
         return found
-    found.append(Check("sandbox image", OK, tag))
-    boxes = Sandboxes(config.home / "state", install=config.install_id, client=client)
+    found.append(Check("docker engine", OK, f"Docker {health.engine_version}, via the broker"))
+    if not health.image_present:
+        found.append(
+            Check(
+                "sandbox image",
+                FAIL,
+                f"{health.image} is not on the engine",
+                "run `potluck sandbox build` (as root, on the engine's host)",
+            )
+        )
+        return found
+    if health.image == default_image and not health.image_current:
+        found.append(
+            Check(
+                "sandbox image",
+                FAIL,
+                f"{health.image} is not built from this version's definition",
+                "run `potluck sandbox build` (as root, on the engine's host)",
+            )
+        )
+        return found
+    found.append(Check("sandbox image", OK, health.image_current or health.image))
+    ceilings = health.ceilings.as_dict()
+    found.append(
+        Check(
+            "sandbox ceilings",
+            OK,
+            ", ".join(f"{k} {v}" for k, v in ceilings.items() if k not in ("image", "idle_s")),
+        )
+    )
     try:
-        probe = await boxes.probe()
+        probe = await client.probe()
     except Exception as exc:
         found.append(
             Check("sandbox limits", FAIL, f"probe failed: {exc}", "see `potluck sandbox probe`")
         )
         return found
-    finally:
-        await boxes.close()
     lacking = [name for name in ESSENTIAL_LIMITS if name not in probe.enforced]
     if lacking:
         found.append(
@@ -214,20 +256,21 @@ async def check_engine(config: Config) -> list[Check]:
                 "use a kernel with cgroups v2 and a stock dockerd; see `potluck sandbox probe`",
             )
         )
-    else:
-        weaker = [n for n in probe.missing if n not in ("storage_opt quota", "AppArmor")]
-        detail = f"{len(probe.enforced)} limits in force"
-        if weaker:
-            found.append(
-                Check(
-                    "sandbox limits",
-                    WARN,
-                    f"{detail}; not: {', '.join(weaker)}",
-                    "run the gateway as root for the capped workspace (loop devices)",
-                )
+        return found
+    weaker = [n for n in probe.missing if n not in ("storage_opt quota", "AppArmor")]
+    detail = f"{len(probe.enforced)} limits in force"
+    if weaker:
+        found.append(
+            Check(
+                "sandbox limits",
+                WARN,
+                f"{detail}; not: {', '.join(weaker)}",
+                "run the broker as root on the host for capped workspaces (loop devices): "
+                "deploy/potluck-broker.service does",
             )
-        else:
-            found.append(Check("sandbox limits", OK, detail))
+        )
+    else:
+        found.append(Check("sandbox limits", OK, detail))
     return found
 
 

@@ -1,5 +1,6 @@
-"""APScheduler in `potluck serve`: the gateway's own recurring jobs (relay publishing,
-sandbox reaping) in memory, and the rooms' `/schedule` jobs in the store (schedules.py).
+"""APScheduler in `potluck serve`: the gateway's own recurring job (relay publishing) in
+memory, and the rooms' `/schedule` jobs in the store (schedules.py). Idle sandboxes are
+reaped by the sandbox broker itself.
 
 The own jobs are short and idempotent, so a run missed while the gateway was down is simply
 coalesced into the next one.
@@ -19,12 +20,7 @@ log = logging.getLogger("potluck.scheduler")
 
 
 def start_scheduler(
-    store: Any,
-    keys: Any,
-    sandboxes: Any = None,
-    intake: Any = None,
-    publish_every_s: int = 30,
-    reap_every_s: int = 60,
+    store: Any, keys: Any, intake: Any = None, publish_every_s: int = 30
 ) -> tuple[Any, Schedules | None]:
     """The running scheduler, and the rooms' schedules when there is an `intake` (the
     gateway's entry point) for their runs to go into."""
@@ -40,14 +36,7 @@ def start_scheduler(
                 len(result.errors),
             )
 
-    async def reap() -> None:
-        reaped = await sandboxes.reap_idle()
-        if reaped:
-            log.info("reaped %d idle sandboxes (workspaces kept)", len(reaped))
-
     scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
-    if sandboxes is not None:
-        scheduler.add_job(reap, "interval", seconds=reap_every_s, id="reap-sandboxes")
     schedules = Schedules(scheduler, store.engine, intake) if intake is not None else None
     scheduler.start()
     return scheduler, schedules

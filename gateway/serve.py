@@ -18,33 +18,12 @@ from .config import Config
 from .library import Library
 from .receipts.keys import read_key_file
 from .receipts.ledger import Ledger
+from .sandboxes import open_sandboxes
 from .scheduler import start_scheduler
 from .service import Gateway
 from .store.db import Store
 
 log = logging.getLogger("potluck.serve")
-
-
-async def open_sandboxes(config: Config) -> Any:
-    """The sandbox engine, or None with one clear log line when none answers (agents then
-    run without tools)."""
-    try:
-        import docker
-
-        from runtime.sandbox import Sandboxes
-
-        client = docker.from_env(timeout=60)
-        await asyncio.to_thread(client.ping)
-    except Exception as exc:
-        log.warning(
-            "no Docker engine (%s): agents run without tools; start deploy/engine.sh",
-            exc.__class__.__name__,
-        )
-        return None
-    boxes = Sandboxes(config.home / "state", install=config.install_id, client=client)
-    adopted, removed = await boxes.adopt()
-    log.info("sandboxes: %d adopted, %d stale removed", len(adopted), len(removed))
-    return boxes
 
 
 def open_ledger(config: Config, store: Store) -> Ledger:
@@ -149,7 +128,7 @@ async def serve(config: Config) -> None:
 async def _serve(config: Config) -> None:
     gateway = await build(config, web=True)
     scheduler, gateway.services.schedules = start_scheduler(
-        gateway.store, gateway.ledger.keys, gateway.sandboxes, gateway.intake
+        gateway.store, gateway.ledger.keys, gateway.intake
     )
     web = gateway.adapters.get("web")
     if web is not None:

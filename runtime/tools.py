@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .sandbox.manager import ExecResult, SandboxError, Sandboxes
+from .sandbox.results import ExecResult, SandboxError
 
 MAX_TOOL_ROUNDS = 4
 MAX_RESULT_CHARS = 6000
@@ -134,6 +134,22 @@ class Toolbox(Protocol):
     async def run(self, call: ToolCall) -> ToolOutcome: ...
 
 
+class SandboxService(Protocol):
+    """What tools need of sandboxes: the gateway's BrokerClient (runtime/sandbox/client.py)."""
+
+    async def exec(self, room: str, command: str, request: Any = None) -> ExecResult: ...
+
+    async def write_file(
+        self, room: str, path: str, data: bytes, request: Any = None
+    ) -> ExecResult: ...
+
+    async def read_file(
+        self, room: str, path: str, max_bytes: int = ..., request: Any = None
+    ) -> bytes: ...
+
+    async def list_files(self, room: str, path: str = ".", request: Any = None) -> list[str]: ...
+
+
 def _clip(text: str) -> str:
     if len(text) <= MAX_RESULT_CHARS:
         return text
@@ -143,7 +159,7 @@ def _clip(text: str) -> str:
 class SandboxToolbox:
     """The tools of one room, bound to its sandbox and the recipe's sandbox policy."""
 
-    def __init__(self, sandboxes: Sandboxes, room: str, policy: Any = None) -> None:
+    def __init__(self, sandboxes: SandboxService, room: str, policy: Any = None) -> None:
         self.sandboxes = sandboxes
         self.room = room
         self.policy = policy
@@ -175,7 +191,7 @@ class SandboxToolbox:
                 )
             if call.name == "read_file":
                 path = str(args.get("path", ""))
-                data = await self.sandboxes.read_file(self.room, path, policy=self.policy)
+                data = await self.sandboxes.read_file(self.room, path, request=self.policy)
                 text = data.decode("utf-8", errors="replace")
                 return ToolOutcome(call, _clip(text), f"read_file {path}", 0, text, 0)
             if call.name == "list_files":

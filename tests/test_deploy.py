@@ -1,25 +1,30 @@
-"""The home-server deployment: the compose file validates and keeps the Docker socket away
-from the gateway, the systemd units verify, and the gateway image builds here (no registry,
+"""The home-server deployment: the compose file validates and only the broker holds the
+Docker socket, the systemd units verify, and the gateway image builds here (no registry,
 `docker build --network none`) and `potluck doctor` passes inside it, with sandboxes probed
-through the proxy container on an internal network."""
+through a broker container over a shared Unix socket; compose runs both end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import ROOT, missing
 from .test_sandbox import engine
 
 DEPLOY = ROOT / "deploy"
+SOCKET = "/run/potluck/broker.sock"
 
 
-def test_the_compose_file_validates_and_only_the_proxy_holds_the_socket() -> None:
+def test_the_compose_file_validates_and_only_the_broker_holds_the_socket() -> None:
     if shutil.which("docker-compose") is None:
         missing("docker-compose (`make test` installs it)")
     done = subprocess.run(
@@ -29,13 +34,20 @@ def test_the_compose_file_validates_and_only_the_proxy_holds_the_socket() -> Non
     )
     assert done.returncode == 0, done.stderr
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    gateway, proxy = compose["services"]["gateway"], compose["services"]["docker-proxy"]
-    assert not any("docker.sock" in v for v in gateway["volumes"])
-    assert any("docker.sock" in v for v in proxy["volumes"])
-    assert gateway["environment"]["DOCKER_HOST"] == "tcp://docker-proxy:2375"
-    assert compose["networks"]["engine"]["internal"] is True and proxy["networks"] == ["engine"]
+    services = compose["services"]
+    holders = [n for n, s in services.items() if any("docker.sock" in v for v in s["volumes"])]
+    assert holders == ["broker"]
+    gateway, broker = services["gateway"], services["broker"]
+    assert broker["network_mode"] == "none"  # no network at all, the engine by its socket
+    assert "networks" not in gateway and not any("DOCKER" in k for k in gateway["environment"])
+    assert gateway["environment"]["POTLUCK_SANDBOX_BROKER"] == SOCKET
+    assert gateway["depends_on"] == {"broker": {"condition": "service_healthy"}}
+    shared = "broker-socket:/run/potluck"
+    assert shared in gateway["volumes"] and shared in broker["volumes"]
+    assert broker["command"][:3] == ["potluck", "sandbox", "broker"] and "660" in broker["command"]
+    assert broker["user"] == "0:10002"  # the socket's group is the gateway's
     assert all(port.startswith("127.0.0.1:") for port in gateway["ports"])
-    for service in (gateway, proxy):
+    for service in (gateway, broker):
         assert service["read_only"] and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]
 
@@ -47,83 +59,120 @@ def test_the_systemd_units_verify(tmp_path: Path) -> None:
     for unit in DEPLOY.glob("*.service"):  # the venv path exists only once installed
         copy = tmp_path / unit.name
         copy.write_text(unit.read_text().replace("/opt/potluck/.venv/bin/potluck", "/bin/true"))
-        units.append(str(copy))
-    assert len(units) == 2
-    done = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True)
+        units.append(copy)
+    assert sorted(u.name for u in units) == ["potluck-broker.service", "potluck.service"]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True
+    )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr  # warnings count too
     gateway = (DEPLOY / "potluck.service").read_text()
-    assert "User=potluck" in gateway and "/var/run/docker.sock" not in gateway
-    assert "DOCKER_HOST=unix:///run/potluck/docker.sock" in gateway
+    assert "User=potluck" in gateway and "docker.sock" not in gateway
+    assert "DOCKER_HOST" not in gateway
+    assert f"POTLUCK_SANDBOX_BROKER={SOCKET}" in gateway
+    assert "Requires=potluck-broker.service" in gateway
+    broker = (DEPLOY / "potluck-broker.service").read_text()
+    assert f"--socket {SOCKET} --mode 660" in broker
+    assert "Group=potluck" in broker and "RuntimeDirectory=potluck" in broker
+    assert "NoNewPrivileges=yes" in broker and "ProtectSystem=strict" in broker
 
 
-def test_the_gateway_image_builds_offline_and_doctor_passes_inside_it() -> None:
+def _docker(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway_image() -> Iterator[str]:
+    """The gateway image built from this checkout, under a tag of this run's own."""
     engine()
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
         missing("root and debootstrap (`make test` runs as root and installs it)")
-    tag = "potluck-gateway:test"
+    tag = f"potluck-gateway:test-{uuid.uuid4().hex[:8]}"
     build = subprocess.run(
-        [str(DEPLOY / "gateway" / "build.sh"), tag], capture_output=True, text=True, timeout=1200
+        [str(DEPLOY / "gateway" / "build.sh"), tag], capture_output=True, text=True, timeout=1800
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    network, proxy = f"potluck-test-{uuid.uuid4().hex[:6]}", f"potluck-proxy-{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        ["docker", "network", "create", "--internal", network], check=True, capture_output=True
-    )
+    yield tag
+    _docker("image", "rm", "-f", tag)
+
+
+def test_the_gateway_image_builds_offline_and_doctor_passes_inside_it(gateway_image: str) -> None:
+    run_id = uuid.uuid4().hex[:6]
+    socket_volume, data_volume, state_volume = (f"potluck-test-{k}-{run_id}" for k in "sdb")
+    broker = f"potluck-broker-{run_id}"
+    hardened = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+                "--security-opt", "no-new-privileges:true"]  # fmt: skip
     try:
-        subprocess.run(
-            ["docker", "run", "-d", "--rm", "--name", proxy, "--network", network,
-             "-u", "0:0", "--read-only", "--cap-drop", "ALL",
-             "--security-opt", "no-new-privileges:true",
-             "-v", "/var/run/docker.sock:/var/run/docker.sock",
-             tag, "potluck", "docker-proxy", "--listen", "0.0.0.0:2375"],
-            check=True, capture_output=True,
+        _docker(
+            "run", "-d", "--name", broker, "--network", "none", "-u", "0:10002", *hardened,
+            "-e", f"POTLUCK_HOME=/state/{run_id}",  # an install label of this run's own
+            "-v", "/var/run/docker.sock:/var/run/docker.sock",
+            "-v", f"{socket_volume}:/run/potluck", "-v", f"{state_volume}:/state",
+            gateway_image, "potluck", "sandbox", "broker", "--socket", SOCKET, "--mode", "660",
+            check=True,
         )  # fmt: skip
-        doctor = subprocess.run(
-            ["docker", "run", "--rm", "--network", network, "--read-only", "--tmpfs", "/tmp",
-             "-v", f"{network}:/data",  # a named volume, as compose gives it
-             "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
-             "-e", f"DOCKER_HOST=tcp://{proxy}:2375",
-             tag, "sh", "-c", "potluck init >/dev/null && potluck doctor"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        gateway = ["run", "--rm", "--network", "none", *hardened,
+                   "-v", f"{data_volume}:/data", "-v", f"{socket_volume}:/run/potluck",
+                   "-e", f"POTLUCK_SANDBOX_BROKER={SOCKET}", gateway_image]  # fmt: skip
+        deadline = time.monotonic() + 60
+        probe = "import socket; socket.socket(socket.AF_UNIX).connect('" + SOCKET + "')"
+        while _docker(*gateway, "python3", "-c", probe).returncode:
+            assert time.monotonic() < deadline, _docker("logs", broker).stderr[-3000:]
+            time.sleep(0.5)
+        doctor = _docker(*gateway, "sh", "-c", "potluck init >/dev/null && potluck doctor")
         assert doctor.returncode == 0, doctor.stdout + doctor.stderr
         report = doctor.stdout
         assert "0 failed" in report
-        for line in ("✓ recipes: 5 bundled", "✓ local model", "✓ sandbox image", "✓ store"):
+        for line in (
+            "✓ recipes: 5 bundled",
+            "✓ local model",
+            f"✓ sandbox broker: {SOCKET}",
+            "via the broker",
+            "✓ sandbox image",
+            "✓ store",
+        ):
             assert line in report, report
-        assert "limits in force" in report  # probed through the proxy container
-        user = subprocess.run(
-            ["docker", "run", "--rm", "--network", "none", tag, "id", "-u"],
-            capture_output=True, text=True, check=True,
+        assert "limits in force" in report  # probed through the broker container
+        # the gateway's side has no engine: no Docker socket, and the broker's speaks no HTTP
+        smuggle = (
+            "import socket, struct; s = socket.socket(socket.AF_UNIX); s.connect('" + SOCKET
+            + "'); s.sendall(b'GET /v1.41/containers/json HTTP/1.1\\r\\nHost: d\\r\\n\\r\\n');"
+            " n = struct.unpack('>I', s.recv(4))[0]; print(s.recv(n).decode())"
         )  # fmt: skip
+        answer = _docker(*gateway, "sh", "-c", f'ls /var/run/docker.sock; python3 -c "{smuggle}"')
+        assert "No such file" in answer.stderr, answer
+        assert json.loads(answer.stdout)["error"]["code"] == "too_large", answer.stdout
+        user = _docker("run", "--rm", "--network", "none", gateway_image, "id", "-u", check=True)
         assert user.stdout.strip() == "10002"  # the gateway is not root in its container
+        stop = _docker("stop", "-t", "30", broker)
+        assert stop.returncode == 0, stop.stderr
+        state = json.loads(_docker("inspect", broker, check=True).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, _docker("logs", broker).stderr[-3000:]  # SIGTERM: clean
     finally:
-        subprocess.run(["docker", "rm", "-f", proxy], capture_output=True)
-        subprocess.run(["docker", "network", "rm", network], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "-f", network], capture_output=True)
+        _docker("rm", "-f", broker)
+        for volume in (socket_volume, data_volume, state_volume):
+            _docker("volume", "rm", "-f", volume)
 
 
-def test_compose_runs_the_gateway_behind_the_proxy_and_it_stops_cleanly() -> None:
-    """The README's home-server path: `up`, healthy, doctor green inside, the web room on
-    loopback with its token, then SIGTERM through `stop` and a clean drain in the logs."""
-    import json
-    import time
+def test_compose_runs_the_gateway_beside_its_broker_and_both_stop_cleanly(
+    gateway_image: str,
+) -> None:
+    """The README's home-server path: `up`, healthy, doctor green inside, a command run
+    through the broker, the web room on loopback with its token, then SIGTERM through
+    `stop` and a clean drain in both services' logs."""
     import urllib.request
 
     from .conftest import free_port
 
-    engine()
     if shutil.which("docker-compose") is None:
         missing("docker-compose (`make test` installs it)")
-    image = "potluck-gateway:test"
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        missing("the gateway image (built by the test above)")
     port = free_port()
     project = f"potluck{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "POTLUCK_IMAGE": image, "POTLUCK_PORT": str(port)}
+    env = {**os.environ, "POTLUCK_IMAGE": gateway_image, "POTLUCK_PORT": str(port)}
     compose = ["docker-compose", "-p", project, "-f", str(DEPLOY / "compose.yaml")]
 
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*compose, *args], env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -131,7 +180,7 @@ def test_compose_runs_the_gateway_behind_the_proxy_and_it_stops_cleanly() -> Non
     up = run("up", "-d")
     assert up.returncode == 0, up.stderr
     try:
-        deadline, health = time.monotonic() + 90, ""
+        deadline, health = time.monotonic() + 120, ""
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -142,19 +191,28 @@ def test_compose_runs_the_gateway_behind_the_proxy_and_it_stops_cleanly() -> Non
         assert health.startswith("ok"), run("logs").stdout[-3000:]
         doctor = run("exec", "-T", "gateway", "potluck", "doctor")
         assert doctor.returncode == 0 and "0 failed" in doctor.stdout, doctor.stdout
+        assert "via the broker" in doctor.stdout
+        command = run("exec", "-T", "gateway", "potluck", "sandbox", "exec", "web:t", "id -u")
+        assert command.returncode == 0 and command.stdout.strip() == "10001", command
+        reset = run("exec", "-T", "gateway", "potluck", "sandbox", "reset", "web:t")
+        assert reset.returncode == 0, reset  # its workspace volume is the engine's, not compose's
         token = run("exec", "-T", "gateway", "cat", "/data/web.token").stdout.strip()
         url = f"http://127.0.0.1:{port}/api/recipes?token={token}"
         with urllib.request.urlopen(url, timeout=5) as response:
             assert {r["name"] for r in json.load(response)} >= {"debate", "solo"}
-        stop = run("stop", "gateway", timeout=90)
+        stop = run("stop", timeout=120)
         assert stop.returncode == 0, stop.stderr
-        logs = run("logs", "--no-color", "gateway").stdout
+        logs = run("logs", "--no-color").stdout
         records = [
             json.loads(line.split("|", 1)[1])
             for line in logs.splitlines()
             if "|" in line and line.split("|", 1)[1].strip().startswith("{")
         ]
         assert any(r["message"] == "stopped cleanly" for r in records), logs[-3000:]
+        assert any(r["message"] == "broker stopped" for r in records), logs[-3000:]
         assert token not in logs
+        broker = run("ps", "-q", "broker").stdout.strip()
+        state = json.loads(_docker("inspect", broker, check=True).stdout)[0]["State"]
+        assert state["ExitCode"] == 0
     finally:
-        run("down", "-v", timeout=120)
+        run("down", "-v", timeout=180)

@@ -314,3 +314,45 @@ async def test_a_room_is_told_why_a_model_ran_without_a_key(tmp_path: Path) -> N
             assert not any("sk-install-key" in t for t in texts)
     finally:
         await fake.stop()
+
+
+async def test_a_recipe_asking_for_more_than_the_install_allows_is_capped_and_told(
+    tmp_path: Path,
+) -> None:
+    """Through the real broker: the room hears which of the recipe's requests were capped,
+    and the container it gets is the install's ceiling, not the recipe's wish."""
+    from .conftest import running
+    from .test_sandbox import engine
+
+    engine()
+    write_key_file(tmp_path / "gateway.key", KeyPair.generate())
+    # the install's ceilings, in its config file: the broker it starts reads them there
+    (tmp_path / "config.toml").write_text('[sandbox]\nmemory = "256m"\npids = 64\n')
+    env = {
+        "POTLUCK_HOME": str(tmp_path),
+        "POTLUCK_ALLOWED_ROOMS": "mem:*",
+        "POTLUCK_ADMINS": "mem:alice",
+    }
+    greedy = {
+        **ECHO,
+        "name": "greedy",
+        "agents": [{"name": "echo", "model": "scripted/echo", "persona": "x", "tools": ["shell"]}],
+        "sandbox": {"memory": "999999g", "pids": 4096, "exec_timeout_s": 3600},
+    }
+    async with running(env) as gateway:
+        assert gateway.sandboxes is not None, "the gateway started no sandbox broker"
+        gateway.library.save(validate_data(greedy))
+        platform = MemoryPlatform()
+        await gateway.add_adapter(platform)
+        await platform.on_incoming(
+            Incoming("mem", "r1", "alice", "alice", "/recipe use greedy", "g1")
+        )
+        await settle(gateway)
+        notice = next((t for t in said(platform) if "caps the recipe's sandbox" in t), None)
+        assert notice is not None, said(platform)
+        assert "memory 999999g asked, 256m allowed" in notice and "pids 4096 asked, 64" in notice
+        result = await gateway.sandboxes.exec(
+            "mem:r1", "cat /sys/fs/cgroup/pids/pids.max", validate_data(greedy).sandbox
+        )
+        assert result.stdout.strip() == "64", result
+        await gateway.sandboxes.reset("mem:r1")

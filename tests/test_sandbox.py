@@ -1,7 +1,10 @@
-"""Sandboxes on a real Docker engine: what agents can do, and every abuse contained.
+"""Sandboxes on a real Docker engine, through a real broker process: what agents can do,
+and every abuse contained, with how each command ended told by the engine, not by text the
+command can print.
 
-Each test gets its own install label, so its containers and volumes are found and removed
-by label afterwards, and nothing else on the host is touched.
+Each test's broker has its own home, hence its own install label; afterwards whatever that
+install left on the engine (containers, volumes, loop devices) is removed by label, and
+nothing else on the host is touched.
 """
 
 from __future__ import annotations
@@ -9,23 +12,44 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.recipes.schema import SandboxPolicy
-from runtime.sandbox import SandboxError, Sandboxes
-from runtime.sandbox.policy import WORKSPACE, container_options, limits_for, workspace_path
+from runtime.sandbox import SandboxError
+from runtime.sandbox.client import BrokerClient
+from runtime.sandbox.policy import (
+    KEEPER_USER,
+    USER,
+    WORKSPACE,
+    Ceilings,
+    container_options,
+    effective,
+    exec_options,
+    leftovers,
+    workspace_path,
+)
 
-from .conftest import ROOT, missing
+from .conftest import ROOT, missing, until
 
+WORKSPACE_SIZE = "64m"
 WORKSPACE_BYTES = 64 * 1024 * 1024
 TIGHT = SandboxPolicy(memory="128m", pids=64, cpus=0.5, exec_timeout_s=3)
+# Prints a forged copy of the old wrapper's result line, tries to kill its parent (the old
+# wrapper), leaves a `setsid` daemon behind and exits 3.
+FORGE = (
+    "setsid sleep 1000 >/dev/null 2>&1 </dev/null & "
+    "printf '\\n\\036potluck-exec 0 0 0\\n' >&2; "
+    "kill -9 $(ps -o ppid= -p $PPID) 2>/dev/null; exit 3"
+)
 
 
 def engine() -> object:
@@ -43,41 +67,197 @@ def engine() -> object:
     return client
 
 
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+class BrokerProcess:
+    """`potluck sandbox broker` for one test install, as its own process."""
+
+    def __init__(
+        self,
+        home: Path,
+        settings: dict[str, str],
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.home = home
+        self.args = args
+        self.socket = home / "broker.sock"
+        self.log = home / "broker.log"
+        self.env = {
+            **env,
+            "POTLUCK_HOME": str(home),
+            "PYTHONPATH": str(ROOT),
+            "POTLUCK_SANDBOX_WORKSPACE": WORKSPACE_SIZE,
+            **{f"POTLUCK_SANDBOX_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def install(self) -> str:
+        from gateway.config import load_config
+
+        return load_config(env=self.env).install_id
+
+    def start(self, grace_s: float = 5.0) -> BrokerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "gateway", "sandbox", "broker"]
+        argv += ["--socket", str(self.socket), "--mode", "600", "--grace", str(grace_s)]
+        argv += self.args
+        self.process = subprocess.Popen(
+            argv, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while not _answers(self.socket):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the broker exited: {self.log.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, "the broker did not listen within 60 s"
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+    def client(self) -> BrokerClient:
+        return BrokerClient(self.socket)
+
+    def containers(self) -> list:  # type: ignore[type-arg]
+        import docker
+
+        label = f"io.potluck.install={self.install}"
+        return docker.from_env().containers.list(all=True, filters={"label": label})
+
+    def clean(self) -> None:
+        """Remove what this install left on the engine and the host (loop devices too)."""
+        import docker
+
+        from runtime.sandbox.workspace import Workspaces
+
+        client = docker.from_env()
+        install = self.install
+        for container in self.containers():
+            container.remove(force=True)
+        spaces = Workspaces(client, install, self.home / "state", WORKSPACE_BYTES)
+        label = f"io.potluck.install={install}"
+        for volume in client.volumes.list(filters={"label": label}):
+            spaces.remove((volume.attrs.get("Labels") or {}).get("io.potluck.room", ""))
+
+
 @pytest.fixture
-async def sandboxes(tmp_path: Path) -> AsyncIterator[Sandboxes]:
-    client = engine()
-    install = "t" + uuid.uuid4().hex[:10]
-    boxes = Sandboxes(tmp_path, install=install, client=client, workspace_bytes=WORKSPACE_BYTES)
-    yield boxes
-    await boxes.close()
-    for container in boxes.ours():
-        container.remove(force=True)
-    for room in {v.attrs["Labels"].get("io.potluck.room", "") for v in boxes.ours("workspace")}:
-        boxes.workspaces.remove(room)
+def brokers(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
+    """Starts brokers for this test (settings are [sandbox] keys); stops and cleans them."""
+    engine()
+    made: list[BrokerProcess] = []
+
+    def make(
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        grace_s: float = 5.0,
+        **settings: str,
+    ) -> BrokerProcess:
+        home = tmp_path / f"home{len(made)}"
+        broker = BrokerProcess(home, settings, {**os.environ, **(env or {})}, args)
+        made.append(broker)
+        return broker.start(grace_s)
+
+    yield make
+    for broker in made:
+        broker.stop()
+        broker.clean()
+
+
+@pytest.fixture
+async def sandboxes(brokers: Callable[..., BrokerProcess]) -> AsyncIterator[BrokerClient]:
+    yield brokers().client()
 
 
 # -- the pure policy -------------------------------------------------------------------------
 
 
 def test_hardening_is_fixed_whatever_the_recipe_says() -> None:
+    limits, _ = effective(SandboxPolicy(memory="1g", cpus=2.0, pids=512), Ceilings(pids=512))
     options = container_options(
-        install="x",
-        room="matrix:!r:hs",
-        image="potluck-sandbox:default",
-        volume="v",
-        limits=limits_for(SandboxPolicy(memory="1g", cpus=2.0, pids=512)),
-    )
+        install="x", room="matrix:!r:hs", image="potluck-sandbox:default", volume="v",
+        limits=limits,
+    )  # fmt: skip
     assert options["network_mode"] == "none" and options["read_only"] is True
     assert options["cap_drop"] == ["ALL"] and options["privileged"] is False
     assert "no-new-privileges:true" in options["security_opt"]
-    assert options["user"] == "10001:10001"
+    assert options["user"] == KEEPER_USER != USER  # init and keeper: out of the user's reach
     assert options["mem_limit"] == options["memswap_limit"] == 1024**3
     assert options["pids_limit"] == 512 and options["nano_cpus"] == 2_000_000_000
     assert list(options["volumes"]) == ["v"]  # a named volume, never a host path
     assert not any("/" in name for name in options["volumes"])
     assert set(options["environment"]) == {"PATH", "HOME", "LANG", "PYTHONDONTWRITEBYTECODE"}
+    command = exec_options(["id"], stdin=False)
+    assert command["user"] == USER and command["privileged"] is False
+    assert command["workdir"] == WORKSPACE and set(command["environment"]) == set(
+        options["environment"]
+    )
     with pytest.raises(Exception, match="none"):
         SandboxPolicy(network="bridge")  # type: ignore[arg-type]
+
+
+def test_a_recipe_may_only_ask_for_less_and_is_told_what_was_capped() -> None:
+    ceilings = Ceilings(memory_bytes=1024**3, cpus=2.0, pids=256, exec_timeout_s=120)
+    greedy = SandboxPolicy(memory="999999g", pids=4096, cpus=8.0, exec_timeout_s=3600)
+    limits, notes = effective(greedy, ceilings)
+    assert (limits.memory_bytes, limits.nano_cpus, limits.pids, limits.exec_timeout_s) == (
+        1024**3, 2_000_000_000, 256, 120,
+    )  # fmt: skip
+    assert notes == [
+        "memory 999999g asked, 1g allowed by this install",
+        "cpus 8 asked, 2 allowed by this install",
+        "pids 4096 asked, 256 allowed by this install",
+        "exec_timeout_s 3600 asked, 120 allowed by this install",
+    ]
+    modest, none = effective(TIGHT, ceilings)
+    assert none == [] and modest.memory_bytes == 128 * 1024**2 and modest.exec_timeout_s == 3
+    tiny, notes = effective(SandboxPolicy(memory="1k"), ceilings)
+    assert tiny.memory_bytes == 16 * 1024**2 and "least a sandbox gets" in notes[0]
+    # more CPUs than the engine has is capped, never a raw Docker error
+    assert Ceilings(cpus=64.0).within_host(2).cpus == 2.0
+
+
+def test_a_recipe_cannot_name_an_image() -> None:
+    from runtime.recipes import RecipeError, validate_data
+
+    recipe = {
+        "potluck": 1,
+        "name": "x",
+        "title": "X",
+        "agents": [{"name": "a", "persona": "p"}],
+    }
+    assert validate_data({**recipe, "sandbox": {"image": "potluck-sandbox:default"}})
+    with pytest.raises(RecipeError, match="cannot choose the sandbox image"):
+        validate_data({**recipe, "sandbox": {"image": "debian:bookworm"}})
+
+
+def test_leftovers_are_anything_but_init_and_its_keeper() -> None:
+    keeper = KEEPER_USER.split(":")[0]
+    listing = [
+        {"PID": "10", "PPID": "1", "UID": keeper, "STAT": "Ss"},  # init
+        {"PID": "11", "PPID": "10", "UID": keeper, "STAT": "S"},  # keeper
+        {"PID": "12", "PPID": "10", "UID": "10001", "STAT": "Z"},  # dead, being reaped
+    ]
+    assert leftovers(listing, 10) == []
+    daemon = {"PID": "13", "PPID": "10", "UID": "10001", "STAT": "Ss"}
+    assert leftovers([*listing, daemon], 10) == [daemon]
+    impostor = {"PID": "14", "PPID": "99", "UID": keeper, "STAT": "S"}  # not init's child
+    assert leftovers([*listing, impostor], 10) == [impostor]
 
 
 def test_workspace_paths_cannot_escape() -> None:
@@ -91,7 +271,7 @@ def test_workspace_paths_cannot_escape() -> None:
 # -- what an agent can do --------------------------------------------------------------------
 
 
-async def test_an_agent_writes_and_runs_a_program(sandboxes: Sandboxes) -> None:
+async def test_an_agent_writes_and_runs_a_program(sandboxes: BrokerClient) -> None:
     program = b"import sys\nprint(sum(int(a) for a in sys.argv[1:]))\n"
     await sandboxes.write_file("room", "calc/add.py", program)
     assert await sandboxes.read_file("room", "calc/add.py") == program
@@ -102,27 +282,81 @@ async def test_an_agent_writes_and_runs_a_program(sandboxes: Sandboxes) -> None:
     assert not result.timed_out and not result.oom_killed and result.wall_s < 10
     git = await sandboxes.exec("room", "git init -q r && cd r && git status --short; echo $?")
     assert git.stdout.strip().endswith("0")
+    piped = await sandboxes.run("room", ["wc", "-c"], stdin=b"x" * 200_000)
+    assert piped.stdout.strip() == "200000"
 
 
-async def test_big_output_is_capped_with_a_marker(sandboxes: Sandboxes) -> None:
+async def test_big_output_is_capped_with_a_marker(sandboxes: BrokerClient) -> None:
     result = await sandboxes.exec("room", "head -c 5000000 /dev/zero | tr '\\0' a")
     assert result.truncated and result.exit_code == 0
     assert len(result.stdout) < 70_000 and "more bytes of output not shown" in result.stdout
 
 
-async def test_binary_and_odd_file_names_round_trip(sandboxes: Sandboxes) -> None:
-    data = bytes(range(256)) * 1000  # 256 kB: several chunks
+async def test_binary_and_odd_file_names_round_trip(sandboxes: BrokerClient) -> None:
+    data = bytes(range(256)) * 1000  # 256 kB: several frames
     name = "odd dir/ünï 'q\" $x.bin"
     await sandboxes.write_file("room", name, data)
     assert await sandboxes.read_file("room", name, max_bytes=len(data)) == data
+    assert await sandboxes.read_file("room", name, max_bytes=10) == data[:10]
     with pytest.raises(SandboxError, match="no such file"):
         await sandboxes.read_file("room", "missing.txt")
+    with pytest.raises(SandboxError, match="not a regular file"):
+        await sandboxes.read_file("room", "odd dir")
+
+
+# -- results come from the engine, not from what the command prints --------------------------
+
+
+async def test_a_forged_result_line_gets_the_real_exit_code_and_no_daemon_survives(
+    sandboxes: BrokerClient,
+) -> None:
+    result = await sandboxes.exec("room", FORGE)
+    assert result.exit_code == 3, result  # the old wrapper reported the forged 0
+    assert "potluck-exec 0 0 0" in result.stderr  # shown as the text it is
+    assert result.leftovers_killed >= 1
+    left = await sandboxes.exec("room", "ps -e -o args= | grep -c '^sleep 1000'")
+    assert left.stdout.strip() == "0", left  # the old wrapper's sweep was skipped
+
+
+async def test_a_process_ignoring_sigterm_past_the_limit_is_a_time_out(
+    sandboxes: BrokerClient,
+) -> None:
+    result = await sandboxes.exec(
+        "room", "trap '' TERM; while :; do :; done", SandboxPolicy(exec_timeout_s=2)
+    )
+    assert result.timed_out and "time limit" in result.summary(), result  # was "exit 137"
+    assert 1.5 < result.wall_s < 8
+    assert (await sandboxes.health()).counters["timeouts"] == 1
+
+
+async def test_an_oom_before_a_broker_restart_is_not_this_commands(
+    brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = brokers()
+    client = broker.client()
+    tight = SandboxPolicy(memory="128m")
+    bomb = await client.exec("room", "python3 -c 'x = bytearray(1024**3)'", tight)
+    assert bomb.oom_killed and bomb.exit_code == 137
+    broker.stop(signal.SIGKILL)  # a crash: the container stays and is adopted
+    broker.start()
+    assert [s["state"] for s in await client.list()] == ["running"]
+    result = await client.exec("room", "kill -9 $$", tight)
+    assert result.exit_code == 137 and not result.oom_killed, result
+    assert "out of memory" not in result.summary()
+
+
+async def test_an_unreadable_file_is_an_error_not_empty_content(sandboxes: BrokerClient) -> None:
+    await sandboxes.exec("room", "ln -s /etc/shadow shadow; echo secret > mine; chmod 000 mine")
+    with pytest.raises(SandboxError, match=r"shadow: could not be read.*Permission denied"):
+        await sandboxes.read_file("room", "shadow")  # was b"" with exit 0
+    with pytest.raises(SandboxError, match="mine: could not be read"):
+        await sandboxes.read_file("room", "mine")
 
 
 # -- abuse -----------------------------------------------------------------------------------
 
 
-async def test_an_endless_loop_is_killed_at_the_time_limit(sandboxes: Sandboxes) -> None:
+async def test_an_endless_loop_is_killed_at_the_time_limit(sandboxes: BrokerClient) -> None:
     result = await sandboxes.exec("room", "while :; do :; done", TIGHT)
     assert result.timed_out and 2.5 < result.wall_s < 8
     assert "time limit" in result.summary()
@@ -131,7 +365,7 @@ async def test_an_endless_loop_is_killed_at_the_time_limit(sandboxes: Sandboxes)
 
 
 async def test_a_fork_bomb_is_contained_and_other_rooms_keep_answering(
-    sandboxes: Sandboxes,
+    sandboxes: BrokerClient,
 ) -> None:
     await sandboxes.exec("calm", "true", TIGHT)  # warm
     bomb = asyncio.create_task(sandboxes.exec("bomb", "b() { b | b & }; b; sleep 10", TIGHT))
@@ -140,16 +374,14 @@ async def test_a_fork_bomb_is_contained_and_other_rooms_keep_answering(
     calm = await sandboxes.exec("calm", "echo fine", TIGHT)
     assert calm.stdout == "fine\n" and time.monotonic() - started < 5
     result = await bomb
-    # stopped at the time limit, or, when the bomb left the wrapper no process slot to
-    # report with, by the gateway's own deadline, which replaces the container
-    assert result.timed_out or "overwhelmed" in result.stderr, result
+    assert result.timed_out, result
     after = await sandboxes.exec("bomb", "ps -e -o args=", TIGHT)
     assert after.exit_code == 0 and "b | b" not in after.stdout
-    # tini, its keeper, and this command's own wrapper, timeout, shell and ps
-    assert len(after.stdout.splitlines()) <= 6, after.stdout
+    # tini, its keeper, and this command's own shell and ps
+    assert len(after.stdout.splitlines()) <= 4, after.stdout
 
 
-async def test_a_memory_bomb_is_killed_and_reported_as_such(sandboxes: Sandboxes) -> None:
+async def test_a_memory_bomb_is_killed_and_reported_as_such(sandboxes: BrokerClient) -> None:
     result = await sandboxes.exec(
         "room", "python3 -c 'x = bytearray(1024**3); print(len(x))'", TIGHT
     )
@@ -160,8 +392,9 @@ async def test_a_memory_bomb_is_killed_and_reported_as_such(sandboxes: Sandboxes
 
 
 async def test_filling_the_disk_fills_only_the_workspace_image(
-    sandboxes: Sandboxes, tmp_path: Path
+    brokers: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
+    sandboxes = brokers().client()
     free_before = shutil.disk_usage(tmp_path).free
     policy = SandboxPolicy(exec_timeout_s=60)
     result = await sandboxes.exec("room", "dd if=/dev/zero of=fill bs=1M count=500", policy)
@@ -175,7 +408,7 @@ async def test_filling_the_disk_fills_only_the_workspace_image(
     assert small.stdout == "ok\n"
 
 
-async def test_no_network_not_even_to_the_hosts_loopback(sandboxes: Sandboxes) -> None:
+async def test_no_network_not_even_to_the_hosts_loopback(sandboxes: BrokerClient) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -197,23 +430,25 @@ async def test_no_network_not_even_to_the_hosts_loopback(sandboxes: Sandboxes) -
     listener.close()
 
 
-async def test_host_files_secrets_and_the_root_filesystem_are_out_of_reach(
-    sandboxes: Sandboxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_host_files_secrets_the_engine_and_the_broker_are_out_of_reach(
+    brokers: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     token = uuid.uuid4().hex
     (tmp_path / f"secret-{token}").write_text(token)
-    monkeypatch.setenv("OPENAI_API_KEY", f"sk-{token}")
+    # even a broker started with a key in its environment passes none of it on
+    sandboxes = brokers(env={"OPENAI_API_KEY": f"sk-{token}"}).client()
     result = await sandboxes.exec(
         "room",
         f"env; cat /proc/mounts; find / -xdev -name 'secret-{token}' 2>/dev/null; "
         "touch /etc/x /usr/bin/x 2>&1; id -u; ls /var/run/docker.sock 2>&1; "
-        "cat /etc/shadow 2>&1 | head -1",
+        "cat /etc/shadow 2>&1 | head -1; echo sockets:; find / -xdev -type s 2>/dev/null",
     )
     out = result.stdout
     assert token not in out and "OPENAI_API_KEY" not in out
     assert "Read-only file system" in out and "\n10001\n" in out
     assert "No such file or directory" in out.split("docker.sock")[-1]
     assert "Permission denied" in out.split("shadow")[-1]
+    assert out.split("sockets:\n", 1)[1].strip() == ""  # neither the engine's nor the broker's
     mounts = [line.split()[1] for line in out.splitlines() if line.startswith(("/dev/", "overlay"))]
     assert "/workspace" in mounts
     assert all(
@@ -222,66 +457,99 @@ async def test_host_files_secrets_and_the_root_filesystem_are_out_of_reach(
 
 
 async def test_processes_left_running_are_killed_after_each_command(
-    sandboxes: Sandboxes,
+    sandboxes: BrokerClient,
 ) -> None:
     result = await sandboxes.exec(
         "room", "setsid sleep 1000 & nohup sleep 999 >/dev/null 2>&1 & (sleep 998 &); echo go"
     )
-    assert result.stdout == "go\n" and result.leftovers_killed >= 3  # and their shells
+    assert result.stdout == "go\n" and result.leftovers_killed >= 3
+    assert not result.timed_out and result.wall_s < 5
     left = await sandboxes.exec("room", "ps -e -o args= | grep -c '^sleep 99'")
     assert left.stdout.strip() == "0"
 
 
 async def test_a_daemon_holding_the_output_open_cannot_hang_the_gateway(
-    sandboxes: Sandboxes,
+    sandboxes: BrokerClient,
 ) -> None:
     policy = SandboxPolicy(exec_timeout_s=2)
     result = await sandboxes.exec("room", "setsid sleep 600 & sleep 600", policy)
     assert result.timed_out and result.wall_s < 8
+    # a finished command whose daemon keeps the output open is over, not timed out
+    quick = await sandboxes.exec("room", "(sleep 600; echo late) & echo early", policy)
+    assert quick.stdout == "early\n" and not quick.timed_out and quick.leftovers_killed >= 1
 
 
 # -- lifecycle ----------------------------------------------------------------------------
 
 
-async def test_workspace_survives_reaping_and_a_gateway_restart_and_reset_clears_it(
-    sandboxes: Sandboxes, tmp_path: Path
+async def test_workspace_survives_reaping_and_broker_restarts_and_reset_clears_it(
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
-    await sandboxes.write_file("room", "notes.txt", b"keep me")
-    assert await sandboxes.reap_idle(0) == ["room"]
-    assert sandboxes.ours() == []
-    assert await sandboxes.read_file("room", "notes.txt") == b"keep me"  # recreated
-    # a new gateway process with the same state adopts the running container
-    again = Sandboxes(
-        tmp_path,
-        install=sandboxes.install,
-        client=sandboxes.client,
-        workspace_bytes=WORKSPACE_BYTES,
-    )
-    adopted, removed = await again.adopt()
-    assert adopted == ["room"] and removed == []
-    assert await again.read_file("room", "notes.txt") == b"keep me"
-    await again.reset("room")
-    assert await again.list_files("room") == []
-    await again.close()
+    broker = brokers(idle_s="10")
+    client = broker.client()
+    await client.write_file("room", "notes.txt", b"keep me")
+    assert len(broker.containers()) == 1
+    # the broker reaps idle containers by itself, on its own timer
+    await until(lambda: not broker.containers(), 40, "the idle container to be reaped")
+    assert await client.read_file("room", "notes.txt") == b"keep me"  # recreated
+    # a clean stop removes the containers; the workspace stays for the next broker
+    assert broker.stop() == 0 and broker.containers() == []
+    broker.start()
+    assert await client.read_file("room", "notes.txt") == b"keep me"
+    # after a crash the next broker adopts the running container, warm
+    [before] = await client.list()
+    broker.stop(signal.SIGKILL)
+    broker.start()
+    [after] = await client.list()
+    assert (after["container"], after["state"]) == (before["container"], "running")
+    assert await client.read_file("room", "notes.txt") == b"keep me"
+    await client.reset("room")
+    assert await client.list_files("room") == []
 
 
-async def test_foreign_containers_are_never_touched(sandboxes: Sandboxes) -> None:
-    client = sandboxes.client
-    foreign = client.containers.run(
-        "potluck-sandbox:default", detach=True, network_mode="none", labels={"other": "1"}
+async def test_a_container_stopped_or_removed_by_hand_is_replaced(
+    brokers: Callable[..., BrokerProcess],
+) -> None:
+    broker = brokers()
+    client = broker.client()
+    await client.write_file("room", "kept.txt", b"still here")
+    [container] = broker.containers()
+    container.stop(timeout=1)
+    assert (await client.exec("room", "cat kept.txt")).stdout == "still here"
+    [container] = broker.containers()
+    container.remove(force=True)
+    assert (await client.exec("room", "cat kept.txt")).stdout == "still here"
+    assert [c.status for c in broker.containers()] == ["running"]
+
+
+async def test_foreign_containers_are_never_touched(
+    brokers: Callable[..., BrokerProcess],
+) -> None:
+    import docker
+
+    broker = brokers()
+    client = broker.client()
+    foreign = docker.from_env().containers.run(
+        "potluck-sandbox:default",
+        ["sleep", "600"],
+        detach=True,
+        network_mode="none",
+        labels={"other": "1", "io.potluck.install": broker.install, "io.potluck.kind": "sandbox"},
     )
     try:
-        await sandboxes.exec("room", "true")
-        await sandboxes.adopt()
-        await sandboxes.reap_idle(0)
+        await client.exec("room", "true")
+        broker.stop(signal.SIGKILL)
+        broker.start()  # adoption: our own container is taken back, the foreign one ignored
+        await client.remove("room")
         foreign.reload()
-        assert foreign.status == "running"
-        assert foreign.id not in {c.id for c in sandboxes.ours()}
+        assert foreign.status == "running" and not foreign.attrs.get("ExecIDs")
+        assert foreign.id[:12] not in {s["container"] for s in await client.list()}
+        assert "did not create" in broker.log.read_text()
     finally:
         foreign.remove(force=True)
 
 
-async def test_the_probe_reports_what_is_enforced(sandboxes: Sandboxes) -> None:
+async def test_the_probe_reports_what_is_enforced(sandboxes: BrokerClient) -> None:
     probe = await sandboxes.probe()
     for name in (
         "non-root user",
@@ -291,22 +559,24 @@ async def test_the_probe_reports_what_is_enforced(sandboxes: Sandboxes) -> None:
         "pids limit",
         "no network",
         "read-only root",
+        "init out of the sandbox user's reach",
     ):
         assert name in probe.enforced, probe.lines()
     assert "storage_opt quota" in probe.missing
     assert any(line.startswith("NOT in force") for line in probe.lines())
 
 
-async def test_a_missing_image_is_a_clear_error(tmp_path: Path) -> None:
-    boxes = Sandboxes(tmp_path, install="t" + uuid.uuid4().hex[:10], client=engine())
+async def test_a_missing_image_is_a_clear_error(brokers: Callable[..., BrokerProcess]) -> None:
+    client = brokers(image="potluck-sandbox:nope").client()
+    health = await client.health()
+    assert health.engine_ok and not health.image_present
     with pytest.raises(SandboxError, match="potluck sandbox build"):
-        await boxes.exec("room", "true", SandboxPolicy(image="potluck-sandbox:nope"))
-    await boxes.close()
+        await client.exec("room", "true")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="restarting dockerd needs root")
 async def test_rooms_get_working_sandboxes_back_after_dockerd_restarts(
-    sandboxes: Sandboxes,
+    sandboxes: BrokerClient,
 ) -> None:
     await sandboxes.write_file("a", "a.txt", b"from a")
     await sandboxes.write_file("b", "b.txt", b"from b")
@@ -323,13 +593,16 @@ async def test_rooms_get_working_sandboxes_back_after_dockerd_restarts(
     assert await sandboxes.read_file("b", "b.txt") == b"from b"
     result = await sandboxes.exec("a", "echo back")
     assert result.stdout == "back\n"
+    # the broker follows the engine's events again: a memory kill is still seen
+    bomb = await sandboxes.exec("a", "python3 -c 'x = bytearray(1024**3)'", TIGHT)
+    assert bomb.oom_killed
 
 
 # -- agents using the sandbox ----------------------------------------------------------------
 
 
 async def test_an_agent_without_function_calling_writes_and_runs_code_by_text_convention(
-    sandboxes: Sandboxes,
+    sandboxes: BrokerClient,
 ) -> None:
     from runtime.conductor import Conductor
     from runtime.context import Line

@@ -56,7 +56,7 @@ async def make(tmp: Path, store: Store) -> tuple[Gateway, MemoryPlatform, object
     platform.admins.add("alice")
     await gateway.add_adapter(platform)
     scheduler, gateway.services.schedules = start_scheduler(
-        store, gateway.ledger.keys, None, gateway.intake
+        store, gateway.ledger.keys, gateway.intake
     )
     return gateway, platform, scheduler
 

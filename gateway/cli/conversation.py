@@ -81,7 +81,8 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
 
     from ..budgets import Budgets
     from ..exchange import Exchange, Said
-    from ..serve import open_ledger, open_sandboxes
+    from ..sandboxes import open_sandboxes
+    from ..serve import open_ledger
     from ..store.rooms import ensure_room
 
     saved = _resolve(context, ref)

@@ -1,8 +1,10 @@
-"""`potluck sandbox …` and the engine-side service that holds the Docker socket."""
+"""`potluck sandbox …`: the broker that holds the engine, and what an operator asks of it."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from pathlib import Path
 
 import click
 
@@ -13,7 +15,7 @@ from .app import Context, _fail, cli, pass_context
 
 @cli.group()
 def sandbox() -> None:
-    """Build the sandbox image, check what the engine enforces, reset a room's sandbox."""
+    """Run the sandbox broker, build its image, check what the engine enforces, reset a room."""
 
 
 def _docker():  # type: ignore[no-untyped-def]
@@ -30,11 +32,97 @@ def _docker():  # type: ignore[no-untyped-def]
     return client
 
 
-def _sandboxes(context: Context):  # type: ignore[no-untyped-def]
-    from runtime.sandbox import Sandboxes
+def _through_broker(context: Context, work):  # type: ignore[no-untyped-def]
+    """Run `work(client)` against this install's broker (started for the command if none
+    runs), then let go of it."""
+    from runtime.sandbox import SandboxError
+
+    from ..sandboxes import connect
+
+    async def go():  # type: ignore[no-untyped-def]
+        client = await connect(context.config)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except (SandboxError, ValueError) as exc:
+        _fail(f"error: {exc}")
+
+
+@sandbox.command("broker")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to listen (default: [sandbox] broker, else HOME/state/broker.sock).",
+)
+@click.option(
+    "--mode",
+    default="660",
+    show_default=True,
+    help="The socket's permissions, octal: 660 lets the socket's group (potluck) connect.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, seconds requests in flight may finish before they are cancelled.",
+)
+@click.option(
+    "--max-connections",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Requests served at once; more are told the broker is busy.",
+)
+@click.option("--owned", is_flag=True, help="Stop when stdin closes (the gateway's own broker).")
+@pass_context
+def sandbox_broker(
+    context: Context,
+    socket_path: Path | None,
+    mode: str,
+    grace: float,
+    max_connections: int,
+    owned: bool,
+) -> None:
+    """Hold the Docker engine's socket and offer sandboxes, by intent, on a Unix socket.
+    The only Potluck process that talks to the engine (see deploy/)."""
+    from runtime.sandbox.broker import BrokerError, serve
+    from runtime.sandbox.engine import EngineError
+    from runtime.sandbox.manager import Sandboxes
+
+    from .. import logs
 
     config = context.config
-    return Sandboxes(config.home / "state", install=config.install_id, client=_docker())
+    try:
+        permissions = int(mode, 8)
+    except ValueError:
+        _fail(f"error: --mode {mode!r} is not octal (e.g. 660)")
+    if permissions & ~0o770:
+        _fail(f"error: --mode {mode}: the broker's socket is never open to others (use 660)")
+    path = socket_path or config.sandbox.broker or config.home / "state" / "broker.sock"
+    logs.setup(config)
+    try:
+        boxes = Sandboxes(
+            config.home / "state", install=config.install_id, ceilings=config.sandbox.ceilings
+        )
+        status = asyncio.run(
+            serve(
+                boxes,
+                path,
+                mode=permissions,
+                grace_s=grace,
+                owned=owned,
+                max_connections=max_connections,
+            )
+        )
+    except (BrokerError, EngineError) as exc:
+        _fail(f"error: {exc}")
+    sys.exit(status)
 
 
 @sandbox.command("build")
@@ -53,23 +141,11 @@ def sandbox_build() -> None:
 @pass_context
 def sandbox_probe(context: Context) -> None:
     """Start a throwaway sandbox and report which limits this kernel really enforces."""
-    import asyncio
 
-    from runtime.sandbox import SandboxError
+    async def work(client):  # type: ignore[no-untyped-def]
+        return await client.probe()
 
-    boxes = _sandboxes(context)
-
-    async def go():  # type: ignore[no-untyped-def]
-        try:
-            return await boxes.probe()
-        finally:
-            await boxes.close()
-
-    try:
-        result = asyncio.run(go())
-    except SandboxError as exc:
-        _fail(f"error: {exc}")
-    for line in result.lines():
+    for line in _through_broker(context, work).lines():
         click.secho(line, fg="green" if line.startswith("in force") else "yellow")
 
 
@@ -79,22 +155,11 @@ def sandbox_probe(context: Context) -> None:
 @pass_context
 def sandbox_exec(context: Context, room: str, command: str) -> None:
     """Run COMMAND in ROOM's sandbox (ROOM as platform:room-id), as an agent would."""
-    import asyncio
 
-    from runtime.sandbox import SandboxError
+    async def work(client):  # type: ignore[no-untyped-def]
+        return await client.exec(room, command)
 
-    boxes = _sandboxes(context)
-
-    async def go():  # type: ignore[no-untyped-def]
-        try:
-            return await boxes.exec(room, command)
-        finally:
-            await boxes.close(stop=False)
-
-    try:
-        result = asyncio.run(go())
-    except SandboxError as exc:
-        _fail(f"error: {exc}")
+    result = _through_broker(context, work)
     click.echo(result.stdout, nl=False)
     click.echo(result.stderr, nl=False, err=True)
     click.secho(result.summary(), dim=True, err=True)
@@ -106,60 +171,31 @@ def sandbox_exec(context: Context, room: str, command: str) -> None:
 @pass_context
 def sandbox_reset(context: Context, room: str) -> None:
     """Remove ROOM's container and workspace; the next command starts clean."""
-    import asyncio
 
-    boxes = _sandboxes(context)
+    async def work(client):  # type: ignore[no-untyped-def]
+        await client.reset(room)
 
-    async def go() -> None:
-        try:
-            await boxes.reset(room)
-        finally:
-            await boxes.close(stop=False)
-
-    asyncio.run(go())
+    _through_broker(context, work)
     click.echo(f"sandbox for {room}: reset (container and workspace removed)")
 
 
 @sandbox.command("list")
 @pass_context
 def sandbox_list(context: Context) -> None:
-    """This install's sandbox containers and workspaces (nothing else on the engine)."""
-    boxes = _sandboxes(context)
-    for container in boxes.ours():
-        room = container.labels.get("io.potluck.room", "?")
-        click.echo(f"container  {container.short_id}  {container.status:<8}  {room}")
-    for volume in boxes.ours("workspace"):
-        click.echo(f"workspace  {volume.name}  {volume.attrs['Labels'].get('io.potluck.room')}")
+    """This install's sandboxes (the broker's own; nothing else on the engine)."""
 
+    async def work(client):  # type: ignore[no-untyped-def]
+        return await client.health(), await client.list()
 
-@cli.command("docker-proxy")
-@click.option(
-    "--listen",
-    default="127.0.0.1:2375",
-    show_default=True,
-    help="HOST:PORT, or unix:PATH (mode 0660: give its group to the gateway's user).",
-)
-@click.option("--socket", "socket_path", default="/var/run/docker.sock", show_default=True)
-def docker_proxy_command(listen: str, socket_path: str) -> None:
-    """Forward only the Docker calls sandboxes need (see deploy/compose.yaml). The gateway
-    then gets DOCKER_HOST=tcp://HOST:PORT instead of the socket, which is root on the host."""
-    import asyncio
-    import logging
-
-    from ..docker_proxy import serve, serve_unix
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    health, found = _through_broker(context, work)
+    ceilings = health.ceilings.as_dict()
+    click.echo(
+        f"broker: install {health.install}, Docker {health.engine_version or 'unreachable'}, "
+        f"image {health.image}, ceilings "
+        + ", ".join(f"{k} {v}" for k, v in ceilings.items() if k != "image")
     )
-
-    async def main() -> None:
-        if listen.startswith("unix:"):
-            server = await serve_unix(listen.removeprefix("unix:"), socket_path)
-        else:
-            host, _, port = listen.rpartition(":")
-            server = await serve(host or "127.0.0.1", int(port), socket_path)
-        click.echo(f"docker proxy on {listen} → {socket_path}", err=True)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    for entry in found:
+        container, state = entry.get("container", "?"), entry.get("state", "?")
+        click.echo(f"{container:<12}  {state:<8}  {entry.get('room', '?')}")
+    if not found:
+        click.echo("(no sandboxes)")

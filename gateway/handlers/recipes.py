@@ -19,6 +19,24 @@ from .table import handles
 async def _attach(req: Request, saved: Saved, why: str) -> None:
     room = req.room
     room.conversation = req.services.exchange.switch(room.room_id, room.conversation, saved, why)
+    await _sandbox_limits(req, saved)
+
+
+async def _sandbox_limits(req: Request, saved: Saved) -> None:
+    """A recipe may only ask for less than the install allows: say what this one asked for
+    beyond it (capped), or that its tools cannot run here at all."""
+    if not any(agent.tools for agent in saved.recipe.agents):
+        return
+    sandboxes = req.services.sandboxes
+    if sandboxes is None:
+        await req.say(
+            "(this gateway has no sandbox engine: the agents' tools are unavailable here, so "
+            "they answer without running anything)"
+        )
+        return
+    capped = await sandboxes.capped(saved.recipe.sandbox)
+    if capped:
+        await req.say("(this install caps the recipe's sandbox: " + "; ".join(capped) + ")")
 
 
 @handles("recipe list")

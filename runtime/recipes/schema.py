@@ -105,12 +105,34 @@ class Limits(Strict):
     max_tokens: Annotated[int, Field(ge=100, le=10_000_000)] = 40_000
 
 
-class SandboxPolicy(Strict):
-    """What a recipe may ask of its sandbox. Hardening itself is not negotiable here."""
+SANDBOX_IMAGE = "potluck-sandbox:default"
 
-    image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9._-]+)?$")] = (
-        "potluck-sandbox:default"
-    )
+
+def _install_image_only(value: str) -> str:
+    if value != SANDBOX_IMAGE:
+        raise ValueError(
+            f"a recipe cannot choose the sandbox image ({value!r}): the install runs every "
+            f"sandbox from its own image ([sandbox] image in the gateway's config); remove "
+            f"`image:` from the recipe's sandbox section"
+        )
+    return value
+
+
+class SandboxPolicy(Strict):
+    """What a recipe may ask of its sandbox: a request the install caps at its ceilings.
+    Hardening itself is not negotiable here."""
+
+    # Kept so recipes and stored versions that spell out the default still validate; any
+    # other value is refused, since the image is the install's choice. The numbers below
+    # are capped by runtime/sandbox/policy.py `effective`.
+    image: Annotated[
+        str,
+        AfterValidator(_install_image_only),
+        Field(
+            description="The install's choice, never the recipe's: only the default is accepted.",
+            json_schema_extra={"const": SANDBOX_IMAGE},
+        ),
+    ] = SANDBOX_IMAGE
     network: Literal["none"] = "none"
     memory: Annotated[str, Field(pattern=MEMORY)] = "512m"
     cpus: Annotated[float, Field(ge=0.1, le=8.0)] = 1.0

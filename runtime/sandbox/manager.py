@@ -1,457 +1,680 @@
-"""One warm, hardened container per room, driven through the Docker API.
+"""One warm, hardened container per room, driven through the engine. The broker's core.
 
-The Docker SDK blocks, so every call runs on a thread pool of our own; each room's commands
-run in order, rooms run side by side. A command runs inside a small wrapper that puts it
-under `timeout`, then kills whatever it left behind and reports the cgroup's OOM-kill count,
-so one `docker exec` gives the exit status, a timeout, a memory kill and a sweep.
+How a command ended is never read from its output, which the command controls:
+- its exit code is the engine's (exec inspect);
+- its time limit is kept by this process's clock: at the limit everything the command
+  started gets SIGTERM, a second later SIGKILL, and it is reported as a time-out whatever
+  its exit status;
+- after it, the engine's process list of the container (`top`) must show nothing but init
+  and its keeper, which run under a uid of their own; anything else is killed (a sweep run
+  as the sandbox user, `kill -KILL -1`, which cannot reach the keeper) and the list checked
+  again; a container that still is not clean is discarded, its workspace kept;
+- a memory kill is the engine's `oom` event for that container between the exec's own start
+  and end events (watch.py).
+
+The Docker SDK blocks, so control calls run on the engine's thread pool; each room's
+commands run in order, rooms run side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..recipes.schema import SandboxPolicy
+from .engine import Attached, Engine
 from .policy import (
-    DEFAULT_IMAGE,
-    ENVIRONMENT,
     LABEL_INSTALL,
-    LABEL_ROOM,
-    USER,
-    WORKSPACE,
+    LABEL_KIND,
+    LABEL_LIMITS,
+    Ceilings,
     Limits,
+    Request,
     container_name,
     container_options,
-    limits_for,
+    effective,
+    exec_options,
+    leftovers,
     workspace_path,
 )
+from .registry import Registry
+from .results import (
+    Collected,
+    Ended,
+    EngineDown,
+    ExecResult,
+    NotMine,
+    ProbeResult,
+    SandboxError,
+    exec_result,
+)
+from .watch import Watch, oom_in_window
 from .workspace import Workspaces
+
+__all__ = ["ExecResult", "Output", "ProbeResult", "SandboxError", "Sandboxes"]
 
 log = logging.getLogger("potluck.sandbox")
 
-MARKER = "\x1epotluck-exec"
-# $1: the command; $2: the timeout in seconds. Exit status is the command's. After the
-# command, builtins only (no fork, so it works even when a bomb took every process slot):
-# kill everything but tini (PID 1), its first child (the keeper) and this shell, in repeated
-# passes since a fork bomb forks while it is swept; then read the cgroup's OOM-kill count.
-WRAPPER = (
-    'timeout --kill-after=1 "$2" bash -c "$1"; rc=$?\n'
-    "read -r keeper _ < /proc/1/task/1/children; swept=0\n"
-    "for _ in 1 2 3 4 5 6 7 8 9 10; do\n"
-    "  found=0\n"
-    "  for d in /proc/[0-9]*; do\n"
-    "    p=${d#/proc/}\n"
-    '    case " 1 $$ $keeper " in *" $p "*) continue ;; esac\n'
-    '    read -r _ _ state _ < "$d/stat" 2>/dev/null || continue\n'
-    '    [ "$state" = Z ] && continue\n'
-    '    kill -9 "$p" 2>/dev/null && swept=$((swept+1)) && found=1\n'
-    "  done\n"
-    '  [ "$found" = 0 ] && break\n'
-    "done\n"
-    "oom=-1; f=/sys/fs/cgroup/memory/memory.oom_control\n"
-    '[ -r "$f" ] && while read -r k v; do [ "$k" = oom_kill ] && oom=$v; done < "$f"\n'
-    f'printf \'\\n{MARKER} %s %s %s\\n\' "$rc" "$swept" "$oom" >&2\n'
-    "exit $rc\n"
-)
-MARKER_LINE = re.compile(rf"\n?{MARKER} (-?\d+) (\d+) (-?\d+)\n?$")
 MAX_FILE_BYTES = 8 * 1024 * 1024
-CHUNK = 64 * 1024  # raw bytes per exec argument when writing (base64 stays under 128 KiB)
+FILE_TIMEOUT_S = 60  # file operations are our own scripts: a fixed limit, not the recipe's
+TERM_GRACE_S = 1.0
+SETTLE_S = 2.0  # how long a swept container may take to show a clean process list
+HOLD_GRACE_S = 0.2  # after the command exits, how long its output may take to close
+EXIT_POLL_S = 0.25
+# Builtins only (no fork), so it runs even when a bomb took the other process slots.
+# kill(-1) reaches every process of the sandbox user in the container but this shell; init
+# and its keeper run as another uid and are out of its reach.
+SWEEP = 'for _ in 1 2 3 4 5 6 7 8; do kill -s "$1" -1 2>/dev/null || exit 0; done'
+# $1: the target; $2: its size. The bytes arrive on stdin; the file appears whole or not at
+# all (a short stdin, a full disk: the temporary file is removed, nothing replaced).
+PUT = (
+    't=; trap \'[ -n "$t" ] && rm -f -- "$t"\' EXIT; set -e\n'
+    'd=$(dirname -- "$1"); mkdir -p -- "$d"\n'
+    't=$(mktemp -- "$d/.potluck-put.XXXXXX")\n'
+    'cat > "$t"\n'
+    'n=$(stat -c %s -- "$t")\n'
+    'if [ "$n" != "$2" ]; then echo "only $n of $2 bytes arrived" >&2; exit 4; fi\n'
+    'chmod 644 -- "$t"; mv -f -T -- "$t" "$1"; t=\n'
+)
+# $1: the file; $2: how many bytes at most. Exit 2: missing; 3: not a regular file; else
+# head's own status, so an unreadable file is an error, not empty content.
+GET = (
+    'if [ ! -e "$1" ]; then echo "no such file" >&2; exit 2; fi\n'
+    'if [ ! -f "$1" ]; then echo "not a regular file" >&2; exit 3; fi\n'
+    'exec head -c "$2" -- "$1"\n'
+)
+LIST = (
+    "cd -- \"$1\" && find . -mindepth 1 -maxdepth 4 -not -path '*/.git/*' "
+    "-not -name lost+found -printf '%y %s %P\\n' | sort -k3 | head -n 500"
+)
 
 
-class SandboxError(RuntimeError):
-    """The sandbox could not be used; the message says what to do."""
-
-
-@dataclass
-class ExecResult:
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
-    wall_s: float
-    truncated: bool = False
-    timed_out: bool = False
-    oom_killed: bool = False
-    leftovers_killed: int = 0
-
-    @property
-    def digest(self) -> str:
-        """What a receipt records of the output: its hash, not its text."""
-        return hashlib.sha256((self.stdout + "\x00" + self.stderr).encode()).hexdigest()
-
-    def summary(self) -> str:
-        """One line for the room: how it ended."""
-        if self.timed_out:
-            how = "stopped: it ran past the time limit"
-        elif self.oom_killed:
-            how = "killed: it ran out of memory"
-        else:
-            how = f"exit {self.exit_code}"
-        extra = []
-        if self.truncated:
-            extra.append("output truncated")
-        if self.leftovers_killed:
-            extra.append(f"{self.leftovers_killed} leftover processes killed")
-        return f"{how} in {self.wall_s:.2f}s" + (f" ({', '.join(extra)})" if extra else "")
-
-
-class _Capped:
-    """Collects a stream up to a cap, then only counts; always keeps a short tail."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.head = bytearray()
-        self.tail = b""
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        if len(self.head) < self.cap:
-            self.head += data[: self.cap - len(self.head)]
-        self.tail = (self.tail + data)[-256:]
-
-    def text(self) -> str:
-        return self.head.decode("utf-8", errors="replace")
+@dataclass(frozen=True)
+class Output:
+    stream: int  # 1 stdout, 2 stderr
+    data: bytes
 
 
 @dataclass
 class _Box:
     container_id: str
+    init_pid: int
+    limits_key: str
     last_used: float
-    oom_seen: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    enforced: dict[str, str]
-    missing: dict[str, str]
+def _engine_down(exc: BaseException) -> EngineDown:
+    return EngineDown(
+        f"the Docker engine does not answer ({exc.__class__.__name__}); sandboxes are back "
+        "once it is (start it with deploy/engine.sh)"
+    )
 
-    def lines(self) -> list[str]:
-        return [f"in force: {k} ({v})" for k, v in self.enforced.items()] + [
-            f"NOT in force: {k} ({v})" for k, v in self.missing.items()
-        ]
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """No answer from the engine at all (as opposed to an answer we did not like: docker-py's
+    APIError is an HTTPError, itself an OSError, so the order of these tests matters)."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.HTTPError):
+        return False
+    return isinstance(
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | ConnectionError
+        | FileNotFoundError,
+    ) or (exc.__class__.__name__ == "DockerException" and "connection" in str(exc).lower())
+
+
+def _gone(exc: BaseException) -> bool:
+    """The container is not there or not running: a fresh one is the answer."""
+    import docker.errors
+
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    return isinstance(exc, docker.errors.NotFound) or status in (404, 409)
 
 
 class Sandboxes:
-    """All sandboxes of one gateway install. Labels mark what is ours; nothing else on the
-    host is listed, adopted or removed."""
+    """All sandboxes of one install. The registry says what is ours; nothing else on the
+    engine is used, adopted or removed, whatever its name or labels."""
 
     def __init__(
         self,
         state_dir: Path,
         install: str = "default",
         client: Any = None,
-        image: str = DEFAULT_IMAGE,
-        workspace_bytes: int = 256 * 1024 * 1024,
-        idle_s: float = 600.0,
+        ceilings: Ceilings | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        import docker
-
-        self.client = client or docker.from_env(timeout=120)
+        self.engine = engine or Engine(client=client)
+        self.client = self.engine.client
+        self.api = self.engine.api
         self.install = re.sub(r"[^a-z0-9]", "", install.lower())[:16] or "default"
-        self.image = image
-        self.idle_s = idle_s
-        self.workspace_bytes = workspace_bytes
-        self.workspaces = Workspaces(self.client, self.install, state_dir, workspace_bytes)
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sandbox")
+        self.ceilings = ceilings or Ceilings()
+        self.image = self.ceilings.image
+        self.state_dir = state_dir
+        self.workspaces = Workspaces(
+            self.client, self.install, state_dir, self.ceilings.workspace_bytes
+        )
+        self.registry = Registry(state_dir / "sandboxes.json")
+        self.watch = Watch(self.api, self.install)
         self._boxes: dict[str, _Box] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
-        self.counters = {"starts": 0, "execs": 0, "kills": 0, "timeouts": 0, "ooms": 0}
+        self._ready_lock = asyncio.Lock()
+        self._ready = False
+        self.counters = {
+            "starts": 0,
+            "execs": 0,
+            "kills": 0,
+            "timeouts": 0,
+            "ooms": 0,
+            "replaced": 0,
+        }
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+    async def _engine(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.engine.call(fn, *args, **kwargs)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _engine_down(exc) from None
+            raise
+
+    async def start(self) -> None:
+        """Follow the engine's events; cap the CPU ceiling at what the engine has."""
+        async with self._ready_lock:
+            if self._ready:
+                return
+            await self._engine(self.engine.negotiate)
+            info = await self._engine(self.client.info)
+            capped = self.ceilings.within_host(int(info.get("NCPU") or 0))
+            if capped != self.ceilings:
+                log.warning(
+                    "sandbox cpus ceiling %s is above this engine's %s CPUs; using %s",
+                    self.ceilings.cpus,
+                    info.get("NCPU"),
+                    capped.cpus,
+                )
+                self.ceilings = capped
+            self.watch.start()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self.watch.connected.wait()
+            self._ready = True
 
     def _lock(self, room: str) -> asyncio.Lock:
         return self._room_locks.setdefault(room, asyncio.Lock())
 
+    def limits(self, request: Request | None) -> tuple[Limits, list[str]]:
+        return effective(request, self.ceilings)
+
     # -- containers ------------------------------------------------------------------------
 
-    def _limits(self, policy: SandboxPolicy | None) -> Limits:
-        limits = limits_for(policy or SandboxPolicy())
-        return Limits(**{**limits.__dict__, "workspace_bytes": self.workspace_bytes})
-
-    def _create(self, room: str, policy: SandboxPolicy | None) -> _Box:
-        """Blocking: find the room's container (starting it if stopped) or create it."""
+    def _remove_blocking(self, room: str, container: Any) -> None:
         import docker.errors
 
-        image = (policy.image if policy else None) or self.image
-        name = container_name(self.install, room)
-        try:
-            container = self.client.containers.get(name)
-        except docker.errors.NotFound:
-            container = None
-        if container is not None:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+        self.registry.forget(room, container.id)
+
+    def _create(self, room: str, limits: Limits) -> _Box:
+        """Blocking: the room's own container, started, with these limits: the recorded one
+        when it still fits, else a new one. Never one we did not create."""
+        import docker.errors
+
+        containers = self.client.containers
+        container = None
+        if known := self.registry.get(room):
             try:
-                if container.status != "running":
-                    self.workspaces.ensure(room)  # a reboot may have dropped the loop device
-                    container.start()
-                    self.counters["starts"] += 1
-                return _Box(container.id, time.monotonic())
+                container = containers.get(known)
+            except docker.errors.NotFound:
+                self.registry.forget(room, known)
+        if container is not None and container.labels.get(LABEL_LIMITS) != limits.container_key:
+            self._remove_blocking(room, container)  # other limits asked: a new container
+            container = None
+        if container is not None and container.status != "running":
+            try:
+                self.workspaces.ensure(room)  # a reboot may have dropped the loop device
+                container.start()
+                self.counters["starts"] += 1
             except docker.errors.APIError as exc:
-                log.warning("sandbox %s would not restart (%s); recreating it", name, exc)
-                container.remove(force=True)
+                log.warning("sandbox for %s would not restart (%s); recreating it", room, exc)
+                self._remove_blocking(room, container)
+                container = None
+        if container is None:
+            container = self._new(room, limits)
+        container.reload()
+        return _Box(container.id, int(container.attrs["State"]["Pid"]), limits.container_key, 0.0)
+
+    def _new(self, room: str, limits: Limits) -> Any:
+        import docker.errors
+
+        name = container_name(self.install, room)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name)
+            raise NotMine(
+                f"a container named {name} exists that this broker did not create; it is left "
+                f"alone (if it is stale, remove it with `docker rm -f {name}`)"
+            )
         try:
-            self.client.images.get(image)
+            self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             raise SandboxError(
-                f"the sandbox image {image} is not on this Docker engine; "
+                f"the sandbox image {self.image} is not on this Docker engine; "
                 "run `potluck sandbox build` (it needs no registry)"
             ) from None
         workspace = self.workspaces.ensure(room)
         options = container_options(
             install=self.install,
             room=room,
-            image=image,
+            image=self.image,
             volume=workspace.volume,
-            limits=self._limits(policy),
+            limits=limits,
         )
-        container = self.client.containers.create(**options)
+        try:
+            container = self.client.containers.create(**options)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise NotMine(f"a container named {name} appeared meanwhile; left alone") from None
+            raise SandboxError(f"the engine would not create the sandbox: {exc}") from None
+        self.registry.remember(room, container.id)
         container.start()
         self.counters["starts"] += 1
         log.info("sandbox for %s started (%s)", room, container.short_id)
-        return _Box(container.id, time.monotonic())
+        return container
 
-    async def _box(self, room: str, policy: SandboxPolicy | None) -> _Box:
+    async def _box(self, room: str, limits: Limits) -> _Box:
         box = self._boxes.get(room)
+        if box is not None and box.limits_key != limits.container_key:
+            await self._discard(room)
+            box = None
         if box is None:
-            box = await self._call(self._create, room, policy)
+            box = await self._engine(self._create, room, limits)
             self._boxes[room] = box
         box.last_used = time.monotonic()
         return box
 
-    # -- running commands ------------------------------------------------------------------
-
-    def _exec_blocking(
-        self, box: _Box, argv: list[str], cap: int
-    ) -> tuple[_Capped, _Capped, int | None]:
-        api = self.client.api
-        exec_id = api.exec_create(
-            box.container_id,
-            argv,
-            user=USER,
-            workdir=WORKSPACE,
-            environment=dict(ENVIRONMENT),
-            stdout=True,
-            stderr=True,
-        )["Id"]
-        out, err = _Capped(cap), _Capped(cap)
-        for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-            if stdout:
-                out.add(stdout)
-            if stderr:
-                err.add(stderr)
-        return out, err, api.exec_inspect(exec_id).get("ExitCode")
-
-    async def _run(
-        self,
-        room: str,
-        script: str,
-        *,
-        policy: SandboxPolicy | None = None,
-        cap: int | None = None,
-        timeout_s: int | None = None,
-        label: str | None = None,
-    ) -> ExecResult:
+    async def _discard(self, room: str) -> None:
+        """Remove the room's container (only ever the one we recorded); the workspace stays."""
         import docker.errors
 
-        limits = self._limits(policy)
-        timeout_s = timeout_s or limits.exec_timeout_s
-        cap = cap or limits.output_cap_bytes
-        argv = ["bash", "-c", WRAPPER, "potluck", script, str(timeout_s)]
-        async with self._lock(room):
-            for attempt in (1, 2):
-                box = await self._box(room, policy)
-                started = time.monotonic()
-                job = asyncio.ensure_future(self._call(self._exec_blocking, box, argv, cap))
-                try:
-                    out, err, code = await asyncio.wait_for(
-                        asyncio.shield(job), timeout=timeout_s + 10
-                    )
-                    break
-                except TimeoutError:
-                    # Something kept the output open past the timeout (a daemon holding
-                    # stdout): kill the container; the workspace survives.
-                    await self._discard(room, box)
-                    with contextlib.suppress(Exception):
-                        await job
-                    self.counters["timeouts"] += 1
-                    return ExecResult(
-                        label or script, 137, "", "", time.monotonic() - started, timed_out=True
-                    )
-                except (docker.errors.NotFound, docker.errors.APIError) as exc:
-                    # The container died under us (engine restart, removed by hand).
-                    self._boxes.pop(room, None)
-                    if attempt == 2:
-                        raise SandboxError(f"the sandbox could not run it: {exc}") from None
-            wall = time.monotonic() - started
-            self.counters["execs"] += 1
-            result = self._result(box, label or script, out, err, code, wall, cap)
-            if not MARKER_LINE.search(err.tail.decode("utf-8", errors="replace")):
-                # The wrapper could not finish (no process slots left, killed): the container
-                # is in no state to trust, so the next command gets a fresh one.
-                await self._discard(room, box)
-            return result
+        self._boxes.pop(room, None)
+        if known := self.registry.get(room):
+            try:
+                container = await self._engine(self.client.containers.get, known)
+            except docker.errors.NotFound:
+                self.registry.forget(room, known)
+                return
+            await self._engine(self._remove_blocking, room, container)
 
-    def _result(
+    # -- running commands ------------------------------------------------------------------
+
+    async def _start_exec(
+        self, room: str, limits: Limits, argv: list[str], stdin: bool
+    ) -> tuple[_Box, str, Attached]:
+        for attempt in (1, 2):
+            box = await self._box(room, limits)
+            try:
+                created = await self._engine(
+                    self.api.exec_create, box.container_id, **exec_options(argv, stdin)
+                )
+                return box, created["Id"], await self.engine.attach(created["Id"])
+            except Exception as exc:
+                if isinstance(exc, SandboxError) or not _gone(exc):
+                    raise
+                # The container died under us (engine restart, removed by hand): once more,
+                # with a fresh one.
+                self._boxes.pop(room, None)
+                if attempt == 2:
+                    raise SandboxError(f"the sandbox could not run it: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def _sweep(self, box: _Box, signal: str) -> None:
+        """Signal every process of the sandbox user in the container (not init, not the
+        keeper). May fail under a bomb (no process slot for it); `_clean` then says so."""
+        try:
+            created = await self._engine(
+                self.api.exec_create,
+                box.container_id,
+                **exec_options(["bash", "-c", SWEEP, "sweep", signal], False),
+            )
+            async with asyncio.timeout(10):
+                await self._engine(self.api.exec_start, created["Id"])
+        except Exception as exc:
+            log.debug("sweep %s in %s failed: %s", signal, box.container_id[:12], exc)
+
+    async def _leftovers(self, box: _Box) -> list[dict[str, str]] | None:
+        """What runs in the container besides init and its keeper; None if the engine cannot
+        list it (the container is gone)."""
+        try:
+            return leftovers(await self.engine.top(box.container_id), box.init_pid)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _engine_down(exc) from None
+            return None
+
+    async def _clean(self, box: _Box) -> bool:
+        """Wait (briefly) until the engine lists nothing but init and its keeper."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            found = await self._leftovers(box)
+            if found == []:
+                return True
+            if found is None or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _main_exit(self, exec_id: str) -> None:
+        """Returns once the engine says the command's main process has exited: from the
+        event stream or, since the engine holds `exec_die` back while something keeps the
+        output open, from the exec's own state, asked every quarter of a second."""
+        while True:
+            if await self.watch.ended(exec_id, EXIT_POLL_S):
+                return
+            if not await self._running(exec_id):
+                return
+
+    async def _running(self, exec_id: str) -> bool:
+        try:
+            info = await self._engine(self.api.exec_inspect, exec_id)
+        except Exception as exc:  # the engine went away: the clean-up will find out
+            log.debug("exec %s could not be inspected: %s", exec_id[:12], exc)
+            return False
+        return bool(info.get("Running"))
+
+    async def stream(
         self,
-        box: _Box,
-        command: str,
-        out: _Capped,
-        err: _Capped,
-        code: int | None,
-        wall: float,
-        cap: int,
-    ) -> ExecResult:
-        match = MARKER_LINE.search(err.tail.decode("utf-8", errors="replace"))
-        stderr = err.text()
-        if not match:
-            stderr += "\n[the sandbox was overwhelmed and has been replaced; files are kept]"
-        rc, swept, oom = (code if code is not None else -1), 0, -1
-        if match:
-            rc, swept, oom = int(match.group(1)), int(match.group(2)), int(match.group(3))
-            stderr = MARKER_LINE.sub("", stderr) if err.total <= cap else stderr
-        oom_killed = oom > box.oom_seen and rc == 137
-        if oom >= 0:
-            box.oom_seen = max(box.oom_seen, oom)
-        truncated = out.total > cap or err.total > cap + 64
-        stdout = out.text()
-        if out.total > cap:
-            stdout += f"\n[… {out.total - cap} more bytes of output not shown]"
-        if err.total > cap + 64:
-            stderr += f"\n[… {err.total - cap} more bytes of errors not shown]"
-        timed_out = rc == 124
-        self.counters["kills"] += swept
-        self.counters["timeouts"] += int(timed_out)
-        self.counters["ooms"] += int(oom_killed)
-        return ExecResult(
-            command, rc, stdout, stderr, wall, truncated, timed_out, oom_killed, swept
-        )
+        room: str,
+        argv: list[str],
+        request: Request | None = None,
+        *,
+        stdin: AsyncIterator[bytes] | None = None,
+        cap: int | None = None,
+        timeout_s: int | None = None,
+    ) -> AsyncIterator[Output | Ended]:
+        """Run argv in the room's workspace as the sandbox user: its output as it comes
+        (the first `cap` bytes of each stream), then one `Ended`. Stopping the iteration
+        early stops the command, and the container is swept or replaced as after any."""
+        await self.start()
+        limits, notes = self.limits(request)
+        cap = cap or limits.output_cap_bytes
+        limit = timeout_s or limits.exec_timeout_s
+        async with self._lock(room):
+            box, exec_id, attached = await self._start_exec(room, limits, argv, stdin is not None)
+            run = _Run(self, room, box, exec_id, attached, cap, limit, stdin)
+            finished = False
+            try:
+                async with contextlib.aclosing(run.events(notes)) as events:
+                    async for event in events:
+                        yield event
+                finished = True
+            finally:
+                if not finished:
+                    await _uninterruptible(run.abandon())
+                run.stop_tasks()
 
-    async def exec(
-        self, room: str, command: str, policy: SandboxPolicy | None = None
+    async def run(
+        self,
+        room: str,
+        argv: list[str],
+        request: Request | None = None,
+        *,
+        stdin: bytes = b"",
+        label: str | None = None,
+        cap: int | None = None,
+        timeout_s: int | None = None,
     ) -> ExecResult:
+        """Run argv and collect its result."""
+        limits, _ = self.limits(request)
+        collected = Collected(cap or limits.output_cap_bytes)
+        ended = None
+        feed = _chunks(stdin) if stdin else None
+        events = self.stream(
+            room, argv, request, stdin=feed, cap=collected.cap, timeout_s=timeout_s
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Output):
+                    collected.add(event.stream, event.data)
+                else:
+                    ended = event
+        assert ended is not None
+        return exec_result(label or " ".join(argv), collected, ended)
+
+    async def exec(self, room: str, command: str, request: Request | None = None) -> ExecResult:
         """Run a shell command in the room's workspace."""
-        return await self._run(room, command, policy=policy)
+        return await self.run(room, ["bash", "-c", command], request, label=command)
 
     # -- files -----------------------------------------------------------------------------
 
-    async def write_file(
-        self, room: str, path: str, data: bytes, policy: SandboxPolicy | None = None
+    async def put(
+        self,
+        room: str,
+        path: str,
+        size: int,
+        data: AsyncIterator[bytes],
+        request: Request | None = None,
     ) -> ExecResult:
+        """Write `size` bytes arriving from `data` to a file in the workspace, atomically."""
         target = workspace_path(path)
-        if len(data) > MAX_FILE_BYTES:
-            raise SandboxError(f"{path}: {len(data)} bytes is over the {MAX_FILE_BYTES} limit")
-        first = 'mkdir -p -- "$(dirname -- "$P")" && : > "$P"'
-        result = await self._run(room, f"P={_q(target)}; {first}", policy=policy, label=path)
-        for offset in range(0, len(data), CHUNK):
-            piece = base64.b64encode(data[offset : offset + CHUNK]).decode()
-            result = await self._run(
-                room,
-                f"printf %s {piece} | base64 -d >> {_q(target)}",
-                policy=policy,
-                label=path,
-            )
-            if result.exit_code != 0:
-                break
-        if result.exit_code != 0:
-            raise SandboxError(f"could not write {path}: {result.stderr.strip()[-300:]}")
+        if size > MAX_FILE_BYTES:
+            raise SandboxError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} limit")
+        collected = Collected(4096)
+        ended = None
+        argv = ["bash", "-c", PUT, "put", target, str(size)]
+        events = self.stream(
+            room, argv, request, stdin=data, cap=collected.cap, timeout_s=FILE_TIMEOUT_S
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Output):
+                    collected.add(event.stream, event.data)
+                else:
+                    ended = event
+        assert ended is not None
+        result = exec_result(path, collected, ended)
+        if result.exit_code != 0 or result.timed_out:
+            why = result.stderr.strip()[-300:] or result.summary()
+            raise SandboxError(f"could not write {path}: {why}")
         return result
 
-    async def read_file(
-        self, room: str, path: str, max_bytes: int = 256 * 1024, policy: SandboxPolicy | None = None
-    ) -> bytes:
+    async def write_file(
+        self, room: str, path: str, data: bytes, request: Request | None = None
+    ) -> ExecResult:
+        return await self.put(room, path, len(data), _chunks(data), request)
+
+    async def open_file(
+        self, room: str, path: str, max_bytes: int = 256 * 1024, request: Request | None = None
+    ) -> AsyncIterator[bytes]:
+        """The first max_bytes of a file, in pieces as they come; raises SandboxError at the
+        end when the file could not be read (missing, not a file, not readable)."""
         target = workspace_path(path)
-        script = f"test -f {_q(target)} && head -c {max_bytes} -- {_q(target)} | base64 -w0"
-        result = await self._run(room, script, policy=policy, cap=max_bytes * 2, label=path)
-        if result.exit_code != 0:
-            raise SandboxError(f"{path}: no such file in the workspace")
-        return base64.b64decode(result.stdout)
+        max_bytes = max(1, min(max_bytes, MAX_FILE_BYTES))
+        errors = Collected(4096)
+        ended = None
+        argv = ["bash", "-c", GET, "get", target, str(max_bytes)]
+        events = self.stream(room, argv, request, cap=max_bytes, timeout_s=FILE_TIMEOUT_S)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Output):
+                    if event.stream == 1:
+                        yield event.data
+                    else:
+                        errors.add(2, event.data)
+                else:
+                    ended = event
+        assert ended is not None
+        if ended.timed_out or ended.exit_code != 0:
+            why = errors.err.decode("utf-8", errors="replace").strip()
+            if ended.exit_code == 2:
+                raise SandboxError(f"{path}: no such file in the workspace")
+            if ended.exit_code == 3:
+                raise SandboxError(f"{path}: not a regular file")
+            raise SandboxError(f"{path}: could not be read ({why[-200:] or 'no reason given'})")
+
+    async def read_file(
+        self, room: str, path: str, max_bytes: int = 256 * 1024, request: Request | None = None
+    ) -> bytes:
+        async with contextlib.aclosing(self.open_file(room, path, max_bytes, request)) as pieces:
+            return b"".join([piece async for piece in pieces])
 
     async def list_files(
-        self, room: str, path: str = ".", policy: SandboxPolicy | None = None
+        self, room: str, path: str = ".", request: Request | None = None
     ) -> list[str]:
         target = workspace_path(path)
-        script = (
-            f"cd {_q(target)} && find . -mindepth 1 -maxdepth 4 -not -path '*/.git/*' "
-            "-not -name lost+found -printf '%y %s %P\\n' | sort -k3 | head -n 500"
-        )
-        result = await self._run(room, script, policy=policy, label=f"ls {path}")
+        result = await self.run(
+            room, ["bash", "-c", LIST, "ls", target], request, label=f"ls {path}",
+            timeout_s=FILE_TIMEOUT_S,
+        )  # fmt: skip
         if result.exit_code != 0:
             raise SandboxError(f"{path}: no such folder in the workspace")
         return [line for line in result.stdout.splitlines() if line.strip()]
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def _discard(self, room: str, box: _Box | None = None) -> None:
-        import docker.errors
+    async def ensure(self, room: str, request: Request | None = None) -> list[str]:
+        """The room's sandbox, warm; returns what of the request was capped."""
+        await self.start()
+        limits, notes = self.limits(request)
+        async with self._lock(room):
+            await self._box(room, limits)
+        return notes
 
-        box = box or self._boxes.get(room)
-        self._boxes.pop(room, None)
-        name = container_name(self.install, room)
-        with contextlib.suppress(docker.errors.NotFound):
-            container = await self._call(self.client.containers.get, name)
-            await self._call(container.remove, force=True)
+    async def remove(self, room: str) -> None:
+        """Remove the room's container; its workspace stays."""
+        async with self._lock(room):
+            await self._discard(room)
 
     async def reset(self, room: str) -> None:
         """A fresh container and an empty workspace for the room."""
         async with self._lock(room):
             await self._discard(room)
-            await self._call(self.workspaces.remove, room)
+            await self._engine(self.workspaces.remove, room)
 
     async def reap_idle(self, idle_s: float | None = None) -> list[str]:
         """Remove containers unused for idle_s; their workspaces stay."""
-        limit = self.idle_s if idle_s is None else idle_s
-        now = time.monotonic()
+        limit = self.ceilings.idle_s if idle_s is None else idle_s
         reaped = []
         for room, box in list(self._boxes.items()):
-            if now - box.last_used >= limit and not self._lock(room).locked():
-                await self._discard(room, box)
-                reaped.append(room)
+            lock = self._lock(room)
+            if lock.locked() or time.monotonic() - box.last_used < limit:
+                continue
+            async with lock:
+                if self._boxes.get(room) is box:
+                    await self._discard(room)
+                    reaped.append(room)
         return reaped
 
-    def ours(self, kind: str = "sandbox") -> list[Any]:
-        filters = {"label": [f"{LABEL_INSTALL}={self.install}", f"io.potluck.kind={kind}"]}
-        if kind == "workspace":
-            return self.client.volumes.list(filters=filters)
-        return self.client.containers.list(all=True, filters=filters)
+    def strangers(self) -> list[Any]:
+        """Blocking: containers labelled as this install's that we did not create."""
+        filters = {"label": [f"{LABEL_INSTALL}={self.install}", f"{LABEL_KIND}=sandbox"]}
+        found = self.client.containers.list(all=True, filters=filters)
+        return [c for c in found if not self.registry.owns(c.id)]
 
     async def adopt(self) -> tuple[list[str], list[str]]:
-        """After a restart: keep our running containers warm, remove our stopped ones."""
+        """After a restart: keep our running, clean containers warm; remove our stopped or
+        unclean ones. Containers we did not create are left alone, whatever their labels."""
+        import docker.errors
+
+        await self.start()
         adopted, removed = [], []
-        for container in await self._call(self.ours):
-            room = container.labels.get(LABEL_ROOM, "")
-            if container.status == "running" and room:
-                self._boxes[room] = _Box(container.id, time.monotonic())
-                adopted.append(room)
-            else:
-                await self._call(container.remove, force=True)
-                removed.append(room)
+        for room, known in self.registry.rooms().items():
+            try:
+                container = await self._engine(self.client.containers.get, known)
+            except docker.errors.NotFound:
+                self.registry.forget(room, known)
+                continue
+            if container.status == "running":
+                box = _Box(
+                    container.id,
+                    int(container.attrs["State"]["Pid"]),
+                    container.labels.get(LABEL_LIMITS, ""),
+                    time.monotonic(),
+                )
+                if await self._leftovers(box) == []:
+                    self._boxes[room] = box
+                    adopted.append(room)
+                    continue
+            await self._engine(self._remove_blocking, room, container)
+            removed.append(room)
+        for stranger in await self._engine(self.strangers):
+            log.warning(
+                "container %s carries this install's labels but this broker did not create "
+                "it; left alone (remove it by hand if it is stale)",
+                stranger.name,
+            )
         return adopted, removed
 
-    async def close(self, stop: bool = True) -> None:
-        """Stop our containers (workspaces stay) and the thread pool."""
-        if stop:
-            for room in list(self._boxes):
-                await self._discard(room)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def mine(self) -> list[dict[str, Any]]:
+        """This install's sandboxes (the ones we created), with their state."""
+        import docker.errors
 
-    # -- what this kernel enforces ---------------------------------------------------------
+        found = []
+        for room, known in sorted(self.registry.rooms().items()):
+            try:
+                container = await self._engine(self.client.containers.get, known)
+                state = container.status
+            except docker.errors.NotFound:
+                state = "missing"
+            box = self._boxes.get(room)
+            idle = round(time.monotonic() - box.last_used, 1) if box else None
+            found.append({"room": room, "state": state, "container": known[:12], "idle_s": idle})
+        return found
+
+    async def close(self, stop: bool = True) -> None:
+        """Remove our containers (workspaces stay) unless told not to; stop following."""
+        if stop:
+            for room in list(self.registry.rooms()):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(30):
+                        await self._discard(room)
+        self.watch.stop()
+        self.engine.close()
+
+    # -- what this engine and kernel enforce -----------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """Engine reachable? Image present? The ceilings in force. Never raises."""
+        from .image import current_tag, image_present
+
+        report: dict[str, Any] = {
+            "install": self.install,
+            "ceilings": self.ceilings.as_dict(),
+            "counters": dict(self.counters),
+            "sandboxes": len(self.registry.rooms()),
+            "workspace_capped": bool(self.workspaces.loop),
+        }
+        try:
+            await self.start()
+            version = await self._engine(self.client.version)
+            report["ceilings"] = self.ceilings.as_dict()
+        except Exception as exc:
+            report["engine"] = {"ok": False, "version": "", "error": str(exc)}
+            report["image"] = {"name": self.image, "present": False, "current": ""}
+            return report
+        report["engine"] = {"ok": True, "version": str(version.get("Version", "?")), "error": ""}
+        present = await self._engine(image_present, self.client, self.image)
+        tag = current_tag()
+        current = await self._engine(image_present, self.client, tag)
+        report["image"] = {
+            "name": self.image,
+            "present": present,
+            "current": tag if current else "",
+        }
+        return report
 
     async def probe(self) -> ProbeResult:
         """Run a throwaway sandbox and read back which limits are really in force."""
+        from ..recipes.schema import SandboxPolicy
+
         room = "__probe__"
-        policy = SandboxPolicy(memory="256m", pids=64, cpus=0.5)
+        asked = SandboxPolicy(memory="256m", pids=64, cpus=0.5, exec_timeout_s=20)
+        limits, _ = self.limits(asked)
         script = (
             "echo uid=$(id -u); grep -E '^(CapEff|NoNewPrivs):' /proc/self/status | tr -d '\\t';"
             "echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
@@ -463,10 +686,11 @@ class Sandboxes:
             "echo net=$(ls /sys/class/net | tr '\\n' ,);"
             "touch /probe 2>/dev/null && echo root=writable || echo root=readonly;"
             "echo ws=$(df -B1 --output=size /workspace | tail -1 | tr -d ' ');"
-            "echo nofile=$(ulimit -n)"
+            "echo nofile=$(ulimit -n);"
+            "kill -0 1 2>/dev/null && echo init=reachable || echo init=out-of-reach"
         )
         try:
-            result = await self._run(room, script, policy=policy, timeout_s=20)
+            result = await self.run(room, ["bash", "-c", script], asked, label="probe")
         finally:
             await self.reset(room)
         facts = dict(
@@ -480,24 +704,30 @@ class Sandboxes:
         def check(name: str, ok: bool, detail: str) -> None:
             (enforced if ok else missing)[name] = detail
 
+        memory = str(limits.memory_bytes)
         check("non-root user", facts.get("uid") == "10001", f"uid {facts.get('uid')}")
         check("no capabilities", facts.get("CapEff", "").strip("0") == "", facts.get("CapEff", ""))
         check("no-new-privileges", facts.get("NoNewPrivs") == "1", "NoNewPrivs")
-        check("memory limit", facts.get("mem") == str(256 * 1024**2), f"{facts.get('mem')} bytes")
-        check("pids limit", facts.get("pids") == "64", f"pids.max {facts.get('pids')}")
+        check("memory limit", facts.get("mem") == memory, f"{facts.get('mem')} bytes")
+        check("pids limit", facts.get("pids") == str(limits.pids), f"pids.max {facts.get('pids')}")
         check("cpu limit", facts.get("cpu") not in (None, "", "-1", "max"), f"{facts.get('cpu')}")
         check("no network", facts.get("net") in ("lo,", ""), f"interfaces {facts.get('net')}")
         check("read-only root", facts.get("root") == "readonly", "touch / refused")
         check("nofile ulimit", facts.get("nofile") == "1024", f"{facts.get('nofile')}")
+        check(
+            "init out of the sandbox user's reach",
+            facts.get("init") == "out-of-reach",
+            "init and its keeper run as their own uid",
+        )
         ws = int(facts.get("ws") or 0)
         check(
             "workspace size cap",
-            self.workspaces.loop and 0 < ws <= self.workspace_bytes,
+            bool(self.workspaces.loop) and 0 < ws <= self.ceilings.workspace_bytes,
             f"{ws // 1024**2} MiB ext4 image on a loop device"
             if self.workspaces.loop
-            else "no loop devices here (gateway not root?): workspace is an uncapped volume",
+            else "no loop devices here (broker not root?): workspace is an uncapped volume",
         )
-        info = await self._call(self.client.info)
+        info = await self._engine(self.client.info)
         security = ",".join(info.get("SecurityOptions") or []) or "none"
         check("seccomp profile", "seccomp" in security, security)
         missing.setdefault("storage_opt quota", "needs xfs+pquota; replaced by the ext4 image")
@@ -507,7 +737,213 @@ class Sandboxes:
         return ProbeResult(enforced, missing)
 
 
-def _q(text: str) -> str:
-    import shlex
+class _Run:
+    """One exec in flight: its output pump, its stdin feeder, its end, its clean-up."""
 
-    return shlex.quote(text)
+    def __init__(
+        self,
+        boxes: Sandboxes,
+        room: str,
+        box: _Box,
+        exec_id: str,
+        attached: Attached,
+        cap: int,
+        limit_s: int,
+        stdin: AsyncIterator[bytes] | None,
+    ) -> None:
+        self.boxes = boxes
+        self.room = room
+        self.box = box
+        self.exec_id = exec_id
+        self.attached = attached
+        self.cap = cap
+        self.limit_s = limit_s
+        self.replaced = False
+        self.started = time.monotonic()
+        self.started_at = time.time()
+        self.totals = {1: 0, 2: 0}
+        self.sent = {1: 0, 2: 0}
+        self.queue: asyncio.Queue[Output | None] = asyncio.Queue(maxsize=64)
+        self.tasks = [asyncio.ensure_future(self._pump())]
+        if stdin is not None:
+            self.tasks.append(asyncio.ensure_future(self._feed(stdin)))
+        else:
+            attached.end_input()
+        self.exited = asyncio.ensure_future(boxes._main_exit(exec_id))
+        self.tasks.append(self.exited)
+
+    async def _pump(self) -> None:
+        """Engine frames into the queue: capped per stream, everything counted."""
+        try:
+            while (frame := await self.attached.next()) is not None:
+                stream = 1 if frame.stream == 1 else 2
+                self.totals[stream] += len(frame.data)
+                room = self.cap - self.sent[stream]
+                if room > 0 and frame.data:
+                    piece = frame.data[:room]
+                    self.sent[stream] += len(piece)
+                    await self.queue.put(Output(stream, piece))
+        finally:
+            await self.queue.put(None)
+
+    async def _feed(self, stdin: AsyncIterator[bytes]) -> None:
+        try:
+            async for piece in stdin:
+                await self.attached.send(piece)
+        except Exception as exc:  # the caller's source failed: the command sees EOF
+            log.debug("stdin for %s ended early: %s", self.exec_id[:12], exc)
+        finally:
+            self.attached.end_input()
+
+    async def events(self, notes: list[str]) -> AsyncIterator[Output | Ended]:
+        """Output until the command's main process has exited and its output is closed, or
+        until the time limit; then the clean-up and the `Ended`."""
+        deadline = self.started + self.limit_s
+        eof = timed_out = False
+        exited_at: float | None = None
+        getter: asyncio.Future[Output | None] | None = None
+        try:
+            while True:
+                if exited_at is None and self.exited.done():
+                    exited_at = time.monotonic()
+                if eof and exited_at is not None:
+                    break
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                if exited_at is not None and not eof:
+                    # the command is over but something still holds its output open: a
+                    # moment for the last bytes, then that something is a leftover
+                    grace = exited_at + HOLD_GRACE_S - now
+                    if grace <= 0:
+                        break
+                    remaining = min(remaining, grace)
+                pending: set[asyncio.Future[Any]] = set()
+                if not eof:
+                    if getter is None:
+                        getter = asyncio.ensure_future(self.queue.get())
+                    pending.add(getter)
+                if not self.exited.done():
+                    pending.add(self.exited)
+                await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if getter is not None and getter.done():
+                    item = getter.result()
+                    getter = None
+                    if item is None:
+                        eof = True
+                        if not self.exited.done() and not await self.boxes._running(self.exec_id):
+                            exited_at = time.monotonic()  # the usual end: no need to wait
+                    else:
+                        yield item
+        finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+        ended_at = deadline if timed_out else (exited_at or time.monotonic())
+        async for event in self._finish(timed_out, eof, ended_at, notes):
+            yield event
+
+    async def _finish(
+        self, timed_out: bool, eof: bool, ended_at: float, notes: list[str]
+    ) -> AsyncIterator[Output | Ended]:
+        boxes, box = self.boxes, self.box
+        inspect = boxes._engine(boxes.api.exec_inspect, self.exec_id)
+        # once the main process has exited its status is final: ask alongside the listing
+        status = None if timed_out else asyncio.ensure_future(inspect)
+        if timed_out:
+            await boxes._sweep(box, "TERM")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TERM_GRACE_S):
+                    await asyncio.shield(self.exited)
+        found = await boxes._leftovers(box)
+        killed = len(found) if found and not timed_out else 0
+        if found or timed_out:
+            await boxes._sweep(box, "KILL")
+        clean = found == [] or await boxes._clean(box)
+        if not clean:
+            self.replaced = True  # not even a sweep left it clean: it goes (files stay)
+            await boxes._discard(self.room)
+        if not eof:  # the sweep (or the removal) closed the output: take what is left
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3):
+                    while (item := await self.queue.get()) is not None:
+                        yield item
+        info: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            info = await (status or inspect)
+        if status is not None:
+            inspect.close()  # never awaited: the status was asked alongside the listing
+        code = info.get("ExitCode")
+        if info.get("Running") and not self.replaced:
+            self.replaced = True
+            await boxes._discard(self.room)
+        oom = await self._oom()
+        counters = boxes.counters
+        counters["execs"] += 1
+        counters["kills"] += killed
+        counters["timeouts"] += int(timed_out)
+        counters["ooms"] += int(oom)
+        counters["replaced"] += int(self.replaced)
+        yield Ended(
+            exit_code=code if isinstance(code, int) else -1,
+            wall_s=round(ended_at - self.started, 3),
+            timed_out=timed_out,
+            oom_killed=oom,
+            leftovers_killed=killed,
+            out_total=self.totals[1],
+            err_total=self.totals[2],
+            replaced=self.replaced,
+            notes=tuple(notes),
+        )
+
+    async def _oom(self) -> bool:
+        boxes = self.boxes
+        await boxes.watch.ended(self.exec_id, 1.0)
+        seen = boxes.watch.oom_during(self.box.container_id, self.exec_id)
+        if seen is not None:
+            return seen
+        try:
+            return bool(
+                await boxes._engine(
+                    oom_in_window, boxes.api, self.box.container_id, self.started_at, time.time()
+                )
+            )
+        except Exception:
+            return False
+
+    async def abandon(self) -> None:
+        """The caller stopped listening (it went away, or the broker is stopping): stop the
+        command and leave the container clean, or discard it."""
+        boxes, box = self.boxes, self.box
+        self.attached.close()
+        await boxes._sweep(box, "KILL")
+        if not await boxes._clean(box):
+            self.replaced = True
+            await boxes._discard(self.room)
+
+    def stop_tasks(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.attached.close()
+
+
+async def _uninterruptible(work: Any) -> None:
+    """Finish clean-up even when the caller is being cancelled; cancel again afterwards."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception as exc:
+            log.warning("sandbox clean-up failed: %s", exc)
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for offset in range(0, len(data), size):
+        yield data[offset : offset + size]

@@ -1,23 +1,31 @@
-"""What a sandbox container is allowed: pure functions from a recipe's policy to Docker options.
+"""What a sandbox container is allowed: pure functions from a request and the install's
+ceilings to the limits in force and the Docker options that enforce them.
 
-The hardening here is fixed. A recipe may choose an image and tighten or loosen the resource
-numbers within the schema's bounds, but nothing it says can add a network, a capability, a
-writable root, a host path or the gateway's environment.
+The hardening here is fixed. A recipe's `sandbox:` section is a *request*: it may ask for
+less memory, fewer CPUs or processes and a shorter time limit than the install allows, never
+more, and it cannot name an image, add a network, a capability, a writable root, a host path
+or the gateway's environment. The broker computes the limits itself from the request and the
+install's ceilings; it never trusts that the gateway did.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..recipes.schema import SandboxPolicy
+from ..recipes.schema import SANDBOX_IMAGE
 
-USER = "10001:10001"
+USER = "10001:10001"  # every command an agent runs
+# The container's init (tini) and its keeper run as a uid of their own: the sandbox user can
+# neither signal nor trace them, and `kill -KILL -1` as the sandbox user sweeps everything
+# else. The engine's process list then tells leftovers (any other uid) from the keeper.
+KEEPER_USER = "10003:10003"
+KEEPER_UID = KEEPER_USER.split(":")[0]
 WORKSPACE = "/workspace"
-DEFAULT_IMAGE = "potluck-sandbox:default"
+DEFAULT_IMAGE = SANDBOX_IMAGE  # the recipe schema refuses any other
 # Only these reach the container's environment: nothing of the gateway's (no API keys).
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -29,37 +37,135 @@ LABEL_MANAGED = "io.potluck.managed"
 LABEL_INSTALL = "io.potluck.install"
 LABEL_ROOM = "io.potluck.room"
 LABEL_KIND = "io.potluck.kind"
+LABEL_LIMITS = "io.potluck.limits"
+
+MIN_MEMORY = 16 * 1024**2  # below this Docker refuses, or bash cannot start
+OUTPUT_CAP = 64 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource numbers for one sandbox, already checked by the recipe schema."""
+    """Resource numbers for one sandbox, already within the install's ceilings."""
 
     memory_bytes: int
     nano_cpus: int
     pids: int
     exec_timeout_s: int
-    output_cap_bytes: int = 64 * 1024
+    output_cap_bytes: int = OUTPUT_CAP
     tmp_bytes: int = 64 * 1024 * 1024
     workspace_bytes: int = 256 * 1024 * 1024
     nofile: int = 1024
     nproc: int = 4096  # per uid across the host: the per-container cap is `pids`
 
+    @property
+    def container_key(self) -> str:
+        """What a running container was created with: a request needing other numbers gets
+        a new container (the workspace stays)."""
+        return f"{self.memory_bytes}/{self.nano_cpus}/{self.pids}/{self.tmp_bytes}"
+
+
+def default_cpus() -> float:
+    return float(min(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """The most any recipe gets on this install (config `[sandbox]`), and the image."""
+
+    image: str = DEFAULT_IMAGE
+    memory_bytes: int = 1024**3
+    cpus: float = 2.0
+    pids: int = 256
+    exec_timeout_s: int = 120
+    workspace_bytes: int = 256 * 1024 * 1024
+    idle_s: float = 600.0
+
+    def within_host(self, host_cpus: int) -> Ceilings:
+        """The engine cannot give more CPUs than it has (Docker would refuse with a raw
+        error): the ceiling is the smaller of the two."""
+        if host_cpus > 0 and self.cpus > host_cpus:
+            return Ceilings(**{**self.__dict__, "cpus": float(host_cpus)})
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "memory": format_size(self.memory_bytes),
+            "cpus": self.cpus,
+            "pids": self.pids,
+            "exec_timeout_s": self.exec_timeout_s,
+            "workspace": format_size(self.workspace_bytes),
+            "idle_s": self.idle_s,
+        }
+
+
+class Request(Protocol):
+    """A recipe's `sandbox:` section, or the same four numbers as the broker receives them."""
+
+    @property
+    def memory(self) -> str: ...
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def pids(self) -> int: ...
+    @property
+    def exec_timeout_s(self) -> int: ...
+
+
+SIZE = re.compile(r"([1-9][0-9]*)([kmg])")
+
 
 def parse_size(text: str) -> int:
-    match = re.fullmatch(r"([1-9][0-9]*)([kmg])", text)
+    match = SIZE.fullmatch(str(text).strip().lower())
     if not match:
         raise ValueError(f"not a size: {text!r} (use e.g. 512m or 1g)")
     return int(match.group(1)) * {"k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2)]
 
 
-def limits_for(policy: SandboxPolicy) -> Limits:
-    return Limits(
-        memory_bytes=parse_size(policy.memory),
-        nano_cpus=int(policy.cpus * 1e9),
-        pids=policy.pids,
-        exec_timeout_s=policy.exec_timeout_s,
+def format_size(size: int) -> str:
+    for unit, factor in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def effective(request: Request | None, ceilings: Ceilings) -> tuple[Limits, list[str]]:
+    """The limits to apply for `request` on this install, and one sentence for each request
+    that was capped (for the room: "memory 999999g asked, 1g allowed by this install").
+    Pure; the gateway calls it to tell the room, the broker to build the container."""
+    if request is None:
+        from ..recipes.schema import SandboxPolicy
+
+        request = SandboxPolicy()
+    notes: list[str] = []
+
+    def cap(what: str, asked: float, allowed: float, show: Any = _number) -> float:
+        if asked > allowed:
+            notes.append(f"{what} {show(asked)} asked, {show(allowed)} allowed by this install")
+            return allowed
+        return asked
+
+    memory = int(cap("memory", parse_size(request.memory), ceilings.memory_bytes, format_size))
+    if memory < MIN_MEMORY:
+        notes.append(
+            f"memory {request.memory} asked, {format_size(MIN_MEMORY)} is the least a sandbox gets"
+        )
+        memory = MIN_MEMORY
+    cpus = cap("cpus", float(request.cpus), ceilings.cpus)
+    pids = int(cap("pids", int(request.pids), ceilings.pids))
+    timeout = int(cap("exec_timeout_s", int(request.exec_timeout_s), ceilings.exec_timeout_s))
+    limits = Limits(
+        memory_bytes=memory,
+        nano_cpus=round(cpus * 1e9),
+        pids=pids,
+        exec_timeout_s=timeout,
+        workspace_bytes=ceilings.workspace_bytes,
     )
+    return limits, notes
 
 
 def room_slug(room: str) -> str:
@@ -87,10 +193,10 @@ def container_options(
         "image": image,
         "name": container_name(install, room),
         "command": ["/usr/bin/tini", "--", "sleep", "infinity"],
-        "user": USER,
+        "user": KEEPER_USER,
         "working_dir": WORKSPACE,
         "environment": dict(ENVIRONMENT),
-        "labels": labels(install, room, "sandbox"),
+        "labels": {**labels(install, room, "sandbox"), LABEL_LIMITS: limits.container_key},
         "detach": True,
         "network_mode": "none",
         "read_only": True,
@@ -116,30 +222,39 @@ def container_options(
     }
 
 
-def wrap_command(command: str, timeout_s: int) -> list[str]:
-    """The argv run by `docker exec`: the command under a timeout that kills its whole
-    process group, so a hung pipeline dies with everything it started."""
-    return [
-        "timeout",
-        "--signal=KILL",
-        str(timeout_s),
-        "bash",
-        "-c",
-        command,
-    ]
+def exec_options(argv: list[str], stdin: bool) -> dict[str, Any]:
+    """Keyword arguments for docker-py's `exec_create`: always the sandbox user, the
+    workspace and the fixed environment, whatever the command."""
+    return {
+        "cmd": list(argv),
+        "user": USER,
+        "workdir": WORKSPACE,
+        "environment": dict(ENVIRONMENT),
+        "stdout": True,
+        "stderr": True,
+        "stdin": stdin,
+        "tty": False,
+        "privileged": False,
+    }
 
 
-# Kills every process in the container but PID 1 (tini) and the killer itself: what an exec
-# left behind (daemons, `nohup`, `setsid`) does not outlive it.
-SWEEP = (
-    "n=0; for p in $(ps -e -o pid=); do "
-    '[ "$p" -eq 1 ] || [ "$p" -eq $$ ] || { kill -9 "$p" 2>/dev/null && n=$((n+1)); }; '
-    'done; echo "$n"'
-)
-
-
-def quote(path: str) -> str:
-    return shlex.quote(path)
+def leftovers(processes: list[dict[str, str]], init_pid: int) -> list[dict[str, str]]:
+    """From the engine's process list of a container (`top` with PID, UID and STAT columns),
+    what must not be there between commands: any live process that is not init or its
+    keeper. Zombies are dead already (init reaps them). Pure."""
+    found = []
+    keepers = 0
+    for process in processes:
+        if process.get("STAT", "").startswith("Z"):
+            continue
+        if process.get("UID") == KEEPER_UID and (
+            process.get("PID") == str(init_pid) or process.get("PPID") == str(init_pid)
+        ):
+            keepers += 1
+            if keepers <= 2:
+                continue
+        found.append(process)
+    return found
 
 
 def workspace_path(path: str) -> str:
