@@ -39,6 +39,16 @@ class SandboxSettings:
     ceilings: Ceilings = field(default_factory=lambda: Ceilings(cpus=default_cpus()))
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """[models]: the install's better model, used where a recipe's models are unavailable
+    and before the embedded one (`potluck init` writes it when it finds a local model server
+    or an API key). Its endpoint gets a key only if [providers.<name>] endpoints lists it."""
+
+    fallback: str | None = None  # a litellm model id, e.g. "openai/llama3.2"
+    api_base: str | None = None  # its OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1
+
+
 @dataclass
 class Config:
     home: Path
@@ -63,6 +73,7 @@ class Config:
     # with [secrets] folded in): the only place a model call's key comes from.
     providers: dict[str, Provider] = field(default_factory=dict, repr=False)
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
+    models: ModelSettings = field(default_factory=ModelSettings)
 
     @property
     def config_file(self) -> Path:
@@ -205,6 +216,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             secrets=secrets,
             providers=_providers(data, secrets, env),
             sandbox=_sandbox(data.get("sandbox", {}), env),
+            models=_models(data.get("models", {}), env),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -317,6 +329,41 @@ def _sandbox(section: Any, env: dict[str, str]) -> SandboxSettings:
         broker=Path(broker) if broker else None,
         ceilings=Ceilings(**{**defaults.__dict__, **found}),
     )
+
+
+MODEL_KEYS = ("fallback", "api_base")
+
+
+def _models(section: Any, env: dict[str, str]) -> ModelSettings:
+    """[models], each key overridable as POTLUCK_MODELS_<KEY>; checked here, not at use."""
+    import re
+
+    from runtime.recipes.schema import MODEL_ID
+
+    if not isinstance(section, dict):
+        raise ConfigError("[models] must be a table")
+    unknown = set(section) - set(MODEL_KEYS)
+    if unknown:
+        raise ConfigError(f"[models] has unknown keys {sorted(unknown)}; use fallback, api_base")
+    values = {key: section.get(key) for key in MODEL_KEYS}
+    for key in MODEL_KEYS:
+        if (value := env.get(f"POTLUCK_MODELS_{key.upper()}")) not in (None, ""):
+            values[key] = value
+    fallback, api_base = values["fallback"], values["api_base"]
+    if fallback is not None and (not isinstance(fallback, str) or not re.match(MODEL_ID, fallback)):
+        raise ConfigError(
+            f"[models] fallback must be a model id such as openai/llama3.2, not {fallback!r}"
+        )
+    if api_base is not None:
+        if not isinstance(api_base, str):
+            raise ConfigError("[models] api_base must be a URL")
+        try:
+            api_base = normalise_endpoint(api_base)
+        except EndpointError as exc:
+            raise ConfigError(f"[models] api_base: {exc}") from None
+        if fallback is None:
+            raise ConfigError("[models] api_base needs fallback: the model to ask there")
+    return ModelSettings(fallback or None, api_base)
 
 
 PLATFORM_KEYS = {

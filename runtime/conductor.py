@@ -144,38 +144,59 @@ class Conductor:
             # completed; only one that wanted another turn was cut short by it
             raise _Stop(f"reached max_turns ({self.recipe.protocol.max_turns})", Ending.LIMIT_TURNS)
         chain = [agent.model, *agent.fallbacks]
+        answering = self.models.answering(chain, agent.api_base)
+        profile = self.models.profile(answering)
         window = min(self.models.context_window(m) for m in chain)
         tools = list(agent.tools) if self.toolbox is not None else []
+        notes: list[str] = []
+        if agent.tools and profile.tools is False:
+            # measured: the model cannot use them, and instructions for them spoil its answers
+            notes.append(
+                f"{agent.name}'s tools ({', '.join(agent.tools)}) are unavailable on "
+                f"{answering}: it is too small to use them. With a bigger model they work: "
+                f"/recipe set agents.{agent.name}.model MODEL"
+            )
+            tools = []
         native = bool(tools) and all(self.models.supports_tools(m) for m in chain)
-        messages = build_messages(
-            self.recipe,
-            agent,
-            transcript,
-            window=window,
-            count=lambda ms: self.models.count_tokens(agent.model, ms),
-            instructions="" if native or not tools else instructions_for(tools),
-        )
+
+        def messages_for(model: str) -> list[dict]:
+            return build_messages(
+                self.recipe,
+                agent,
+                transcript,
+                window=window,
+                count=lambda ms: self.models.count_tokens(model, ms),
+                instructions="" if native or not tools else instructions_for(tools),
+                profile=self.models.profile(model),
+            )
+
+        messages = messages_for(answering)
         await listener.turn_started(agent)
+        max_tokens = agent.max_tokens
+        if len(self.recipe.agents) > 1 and profile.group_reply_tokens is not None:
+            max_tokens = min(max_tokens, profile.group_reply_tokens)  # short turns
         params = CallParams(
             temperature=agent.temperature,
-            max_tokens=agent.max_tokens,
+            max_tokens=max_tokens,
             top_p=agent.top_p,
             api_base=agent.api_base,
+            min_p=agent.min_p,
+            repeat_penalty=agent.repeat_penalty,
         )
         shown: list[str] = []
         tokens_in = tokens_out = 0
         cost = 0.0
-        notes: list[str] = []
         outcomes: list[ToolOutcome] = []
         for round_ in range(MAX_TOOL_ROUNDS + 1):
             prefix = "".join(part + "\n\n" for part in shown)
             try:
                 done: Completion = await self.models.complete(
                     chain,
-                    messages,
+                    messages if round_ else messages_for,
                     params,
                     on_text=lambda text, p=prefix: listener.turn_text(agent, p + text),
                     tools=specs_for(tools) if native else None,
+                    on_wait=lambda ahead: listener.note(_waiting(ahead)),
                 )
             except ModelError as exc:
                 turn = Turn(agent.name, agent.model, "", finish="error", notes=[str(exc)])
@@ -211,6 +232,8 @@ class Conductor:
                 break
         text = "\n\n".join(shown).strip()
         finish = done.finish
+        if finish == "length" and self.models.profile(done.model).tiny:
+            text = whole_sentences(text)  # a short turn ends where a sentence does
         if (text.startswith(self.recipe.protocol.pass_phrase) or not text) and not outcomes:
             finish = "pass"
         turn = Turn(
@@ -388,6 +411,25 @@ class Conductor:
                 break
         if protocol.synthesizer:
             await self._turn(self.recipe.agent(protocol.synthesizer), transcript, listener, turns)
+
+
+def whole_sentences(text: str) -> str:
+    """Text cut off by the token cap, ended at its last finished sentence (outside a code
+    block); unchanged when there is none to end at. Pure."""
+    if text.count("```") % 2:  # inside an open code block: close it instead
+        return text.rstrip() + "\n```"
+    cut = max(text.rfind(mark) for mark in (". ", "! ", "? ", ".\n", "!\n", "?\n"))
+    if text.rstrip().endswith((".", "!", "?", "```")):
+        return text.rstrip()
+    return text[: cut + 1].rstrip() if cut > len(text) // 3 else text.rstrip() + " …"
+
+
+def _waiting(ahead: int) -> str:
+    return (
+        "the embedded model is answering other rooms; this one is next in line"
+        if ahead <= 1
+        else f"the embedded model is answering other rooms; {ahead - 1} ahead of this one"
+    )
 
 
 def _similar(a: str, b: str) -> bool:

@@ -3,6 +3,11 @@
 Pure. People and other agents are labelled by name; lines the agent only observed are marked
 as context, not instructions. The transcript is trimmed oldest first to fit the model's
 window; the persona is never cut.
+
+A tiny model (its profile says so, runtime/models/profile.py) loses the thread in a long
+group-chat preamble and transcript: it gets its persona alone, the last few lines that
+matter (the person's, and the other agents' latest), and, among several agents, a reminder
+of who it is at the end, where it looks. bench/quality.py measures the difference.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .models.profile import NEUTRAL, Profile
 from .recipes import Agent, Recipe
 
 Role = Literal["person", "agent", "observed", "tool"]
@@ -66,6 +72,64 @@ def _merge(messages: list[Message]) -> list[Message]:
     return merged
 
 
+TINY_LINES = 6  # lines of transcript a tiny model is shown, at most
+TINY_LINE_CHARS = 500  # another agent's line, cut to this for a tiny model
+
+
+def reminder(agent: Agent) -> str:
+    """Who the agent is: the first sentence of its persona."""
+    first = " ".join(agent.persona.strip().split())
+    sentence = first.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 200 else sentence[:197] + "…"
+
+
+def _sees_others(recipe: Recipe, agent: Agent) -> bool:
+    """Whether a tiny model is shown the other agents' lines. Measured: it copies them
+    (labels, sentences, whole turns) instead of speaking for itself, so only the agents whose
+    job is to work on the others' words see them: the synthesizer, and a pipeline's steps."""
+    return recipe.protocol.kind == "pipeline" or recipe.protocol.synthesizer == agent.name
+
+
+def _tiny_messages(
+    recipe: Recipe, agent: Agent, transcript: list[Line], budget: int, count: Callable
+) -> list[Message]:
+    others = _sees_others(recipe, agent)
+    kept = [
+        line
+        for line in transcript
+        if line.text.strip()
+        and (
+            line.role == "person"
+            or (line.role == "agent" and (line.speaker == agent.name or others))
+        )
+    ][-TINY_LINES:]
+    people = {line.speaker for line in kept if line.role == "person"}
+
+    def shown(line: Line) -> Message:
+        if line.role == "agent" and line.speaker == agent.name:
+            return {"role": "assistant", "content": line.text}
+        if line.role == "agent":
+            text = line.text
+            if len(text) > TINY_LINE_CHARS:
+                text = text[:TINY_LINE_CHARS].rsplit(" ", 1)[0] + " …"
+            return {"role": "user", "content": f"{line.speaker} said: {text}"}
+        label = f"{line.speaker}: " if len(people) > 1 else ""  # labels get parroted
+        return {"role": "user", "content": label + line.text}
+
+    system = {"role": "system", "content": agent.persona}
+    body = [shown(line) for line in kept]
+    if not body or body[-1]["role"] == "assistant":
+        body.append({"role": "user", "content": "(your turn)"})
+    while len(body) > 1 and count([system, *_merge(body)]) > budget:
+        body.pop(0)
+    body = _merge(body)
+    if body[0]["role"] == "assistant":
+        body.pop(0)
+    if len(body) > 1:  # earlier lines between the persona and now: remind it who it is
+        body.insert(-1, {"role": "system", "content": f"You are {agent.name}. {reminder(agent)}."})
+    return [system, *body]
+
+
 def build_messages(
     recipe: Recipe,
     agent: Agent,
@@ -74,7 +138,12 @@ def build_messages(
     window: int,
     count: Callable[[list[Message]], int],
     instructions: str = "",
+    profile: Profile = NEUTRAL,
 ) -> list[Message]:
+    if profile.tiny:
+        window = min(window, profile.context_tokens or window)
+        reply = profile.reply_tokens or agent.max_tokens
+        return _tiny_messages(recipe, agent, transcript, max(256, window - reply), count)
     system_text = preamble(recipe, agent) + (f"\n\n{instructions}" if instructions else "")
     system = {"role": "system", "content": system_text}
     body = [_as_message(line, agent) for line in transcript]

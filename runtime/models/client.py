@@ -42,7 +42,8 @@ from .keys import (
     route,
 )
 from .local import DEFAULT as LOCAL_DEFAULT
-from .local import LocalModels
+from .local import LocalModels, OnWait
+from .profile import NEUTRAL, Profile, Sampling, resolve
 
 log = logging.getLogger("potluck.models")
 litellm.telemetry = False
@@ -57,6 +58,10 @@ RETRYABLE = (
     litellm.APIConnectionError,
 )
 OnText = Callable[[str], Awaitable[None] | None]
+Messages = list[dict[str, Any]]
+# The messages for the model that will answer: the conductor shapes them per model (a tiny
+# model gets a shorter context), and a chain may fall back to a model of another size.
+MessagesFor = Callable[[str], Messages]
 
 
 class ModelError(RuntimeError):
@@ -75,6 +80,9 @@ class Completion:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
+RECIPE_DEFAULTS = Sampling(temperature=0.7)  # runtime/recipes/schema.py Agent's defaults
+
+
 @dataclass(frozen=True)
 class CallParams:
     temperature: float = 0.7
@@ -82,6 +90,28 @@ class CallParams:
     top_p: float | None = None
     api_base: str | None = None
     timeout: float = 120.0
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    # The recipe schema's defaults: a setting equal to its default was not said by the
+    # recipe, so the answering model's profile decides it (see profile.resolve).
+    defaults: Sampling = RECIPE_DEFAULTS
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+        )
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """The install's better model ([models] in the config): tried before the embedded model
+    wherever a chain would reach it, and when nothing in a chain is available."""
+
+    model: str
+    api_base: str | None = None
 
 
 def provider_of(model: str) -> str:
@@ -100,11 +130,13 @@ class Models:
         local: LocalModels | None = None,
         retries: int = 2,
         backoff_s: float = 0.5,
+        fallback: Fallback | None = None,
     ) -> None:
         self.providers = merge_secrets(providers or {}, secrets or {})
         self.local = local or LocalModels()
         self.retries = retries
         self.backoff_s = backoff_s
+        self.fallback = fallback
 
     # -- which models can be called, with which key ---------------------------------------
 
@@ -155,8 +187,40 @@ class Models:
         family = provider_of(model)
         return f"{model} needs {missing} (config [providers.{family}] api_key, or environment)"
 
+    def profile(self, model: str) -> Profile:
+        """What this model can do (runtime/models/profile.py): measured for ours."""
+        if model.startswith("local/"):
+            with contextlib.suppress(Exception):
+                return self.local.spec(model).profile
+        return NEUTRAL
+
+    def candidates(self, chain: list[str], api_base: str | None) -> list[tuple[str, str | None]]:
+        """The (model, api_base) pairs a call tries, in order: the chain, with the install's
+        fallback before the embedded model, and both appended when nothing else is
+        available. Pure but for the availability checks."""
+        order = [(m, api_base) for m in dict.fromkeys(chain)]
+        extra = ([(self.fallback.model, self.fallback.api_base)] if self.fallback else []) + [
+            (LOCAL_DEFAULT, None)
+        ]
+        if all(self.unavailable(m, b) for m, b in order):
+            order += [pair for pair in extra if pair not in order]
+        elif self.fallback is not None:
+            local = next((i for i, (m, _) in enumerate(order) if m == LOCAL_DEFAULT), None)
+            if local is not None and extra[0] not in order:
+                order.insert(local, extra[0])
+        return order
+
+    def answering(self, chain: list[str], api_base: str | None) -> str:
+        """The model expected to answer: the first candidate that can be tried."""
+        for model, base in self.candidates(chain, api_base):
+            if not self.unavailable(model, base):
+                return model
+        return chain[0]
+
     def supports_tools(self, model: str) -> bool:
         """Function calling as litellm knows it; otherwise agents get the text convention."""
+        if self.profile(model).tools is False:
+            return False
         if model.startswith(("local/", "scripted/")) or refusal_by_name(model):
             return False
         try:
@@ -191,31 +255,31 @@ class Models:
     async def complete(
         self,
         chain: list[str],
-        messages: list[dict[str, Any]],
+        messages: Messages | MessagesFor,
         params: CallParams,
         on_text: OnText | None = None,
         tools: list[dict[str, Any]] | None = None,
+        on_wait: OnWait | None = None,
     ) -> Completion:
-        """Try each model of the chain in order (retrying transient errors) until one answers."""
+        """Try each model of the chain in order (retrying transient errors) until one answers.
+        `messages` may be a function of the model, for a chain of models of several sizes;
+        `on_wait(ahead)` is called when the call must queue for a local model's slot."""
         notes: list[str] = []
         attempts: list[str] = []
-        candidates = list(dict.fromkeys(chain))
-        if (
-            all(self.unavailable(m, params.api_base) for m in candidates)
-            and LOCAL_DEFAULT not in candidates
-        ):
-            candidates.append(LOCAL_DEFAULT)
-        for model in candidates:
-            reason = self.unavailable(model, params.api_base)
+        for model, api_base in self.candidates(chain, params.api_base):
+            reason = self.unavailable(model, api_base)
             if reason:
                 notes.append(f"skipped {reason}")
                 continue
-            planned = self.route(model, params.api_base)
+            planned = self.route(model, api_base)
             if planned.note and planned.note not in notes:
                 notes.append(planned.note)
+            shaped = messages(model) if callable(messages) else messages
             for attempt in range(self.retries + 1):
                 try:
-                    result = await self._stream(model, messages, params, on_text, tools, planned)
+                    result = await self._stream(
+                        model, shaped, params, on_text, tools, planned, on_wait
+                    )
                 except RETRYABLE as exc:
                     attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
                     if attempt < self.retries:
@@ -243,43 +307,51 @@ class Models:
         on_text: OnText | None,
         tools: list[dict[str, Any]] | None,
         planned: Route,
+        on_wait: OnWait | None = None,
     ) -> Completion:
+        profile = self.profile(model)
+        sampling = resolve(profile, params.sampling(), params.defaults)
+        max_tokens = params.max_tokens
+        if profile.reply_tokens is not None:
+            max_tokens = min(max_tokens, profile.reply_tokens)
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": messages,
             "stream": True,
-            "temperature": params.temperature,
-            "max_tokens": params.max_tokens,
+            "max_tokens": max_tokens,
             "timeout": params.timeout,
             "num_retries": 0,
             "stream_options": {"include_usage": True},
         }
-        if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
+        if sampling.temperature is not None:
+            kwargs["temperature"] = sampling.temperature
+        if sampling.top_p is not None:
+            kwargs["top_p"] = sampling.top_p
         if planned.api_base:
             kwargs["api_base"] = planned.api_base
         if planned.api_key is not None:
             kwargs["api_key"] = planned.api_key
         if tools:
             kwargs["tools"] = tools
-        queue: asyncio.Semaphore | None = None
-        if model.startswith("local/"):
-            server = await self.local.ensure(model)
-            kwargs.update(
-                model="openai/" + server.spec.name,
-                api_base=server.api_base,
-                api_key=server.api_key,
-                max_tokens=min(params.max_tokens, server.spec.max_reply_tokens),
-                extra_body=dict(server.spec.sampling),
-            )
-            queue = self.local.queue(model)
-        if queue is not None:
-            await queue.acquire()
+        extra = sampling.extra_body()
+        # llama.cpp-style settings: only to servers that take them (ours, and any
+        # OpenAI-compatible server named by api_base)
+        if extra and (model.startswith("local/") or planned.api_base):
+            kwargs["extra_body"] = extra
+        if not model.startswith("local/"):
+            return await self._consume(model, messages, kwargs, on_text)
+        server = await self.local.ensure(model)
+        kwargs.update(
+            model="openai/" + server.spec.name,
+            api_base=server.api_base,
+            api_key=server.api_key,
+        )
+        slots = self.local.slots(model)
+        await slots.acquire(on_wait)
         try:
             return await self._consume(model, messages, kwargs, on_text)
         finally:
-            if queue is not None:
-                queue.release()
+            slots.release()
 
     async def _consume(
         self,

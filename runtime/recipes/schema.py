@@ -80,8 +80,12 @@ class Agent(Strict):
     persona: LongText
     greeting: LongText | None = None
     api_base: Annotated[str, Field(pattern=r"^https?://[^@/?#\s]+(?:/[^?#\s]*)?$")] | None = None
+    # Sampling. A setting left at its default is the answering model's to choose (its
+    # measured profile, runtime/models/profile.py); one written here overrides it.
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repeat_penalty: Annotated[float, Field(ge=0.5, le=2.0)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=32_768)] = 512
     tools: Annotated[list[Literal["shell", "files"]], Field(max_length=len(TOOLS))] = []
     color: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] | None = None
