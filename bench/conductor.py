@@ -16,11 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.conductor import Conductor
 from runtime.context import Line
-from runtime.models.client import Models, litellm
+from runtime.models.client import Models, _litellm
 from runtime.recipes import validate_data
 
 
 async def bare(turns: int) -> float:
+    litellm = _litellm()  # imported on first use, as the runtime does
     messages = [{"role": "user", "content": "hello"}]
     start = time.perf_counter()
     for _ in range(turns):

@@ -6,6 +6,7 @@ repr() so a logged Config shows no key.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -544,6 +545,45 @@ def write_default_config(home: Path) -> Path:
     text = TEMPLATE.format(db=home / "potluck.db", key=home / "gateway.key")
     write_private(path, text.encode())
     return path
+
+
+def add_models_section(path: Path, fallback: str, api_base: str | None) -> str:
+    """Append [models] to an existing config (mode kept), and list api_base under
+    [providers.openai] endpoints with no key, unless that table exists (then say how).
+    Returns what was done, in words; the file is checked to load before it is replaced."""
+    text = path.read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    if "models" in data:
+        raise ConfigError(f"{path} already has a [models] section; edit it there")
+    quoted = json.dumps  # a TOML basic string: quotes and backslashes escaped, never raw
+    added = f"\n[models]\nfallback = {quoted(fallback)}\n"
+    said = f"[models] fallback = {fallback}"
+    if api_base:
+        added += f"api_base = {quoted(api_base)}\n"
+        said += f" at {api_base}"
+        if "openai" not in data.get("providers", {}):
+            added += (
+                "\n[providers.openai]\n"
+                "# the local server above gets no key; list others with their own\n"
+                f'endpoints = [{{ url = {quoted(api_base)}, api_key = "" }}]\n'
+            )
+        else:
+            said += (
+                f'; add {{ url = "{api_base}", api_key = "" }} to [providers.openai] endpoints '
+                "so it is not told a key was withheld"
+            )
+    new = text.rstrip("\n") + "\n" + added
+    try:  # what the file will say is exactly what was meant, or nothing is written
+        reread = _models(tomllib.loads(new).get("models", {}), {})
+    except (tomllib.TOMLDecodeError, ConfigError) as exc:
+        raise ConfigError(f"[models] not written: {exc}") from None
+    if (reread.fallback, reread.api_base) != (fallback, api_base):
+        raise ConfigError("[models] not written: the values did not read back as given")
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    write_private(temporary, new.encode())
+    temporary.replace(path)
+    return said
 
 
 def write_private(path: Path, data: bytes) -> None:

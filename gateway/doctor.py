@@ -169,6 +169,56 @@ def check_model() -> Check:
     return Check("local model", OK, f"{DEFAULT} ({path.stat().st_size // 1024**2} MiB)")
 
 
+async def check_better_model(config: Config) -> Check:
+    """The install's fallback model answers; or, with none, what a better one could be."""
+    from runtime.models.discover import discover, probe
+
+    models = config.models
+    if models.fallback and models.api_base:
+        found = await probe("the [models] fallback server", models.api_base)
+        name = models.fallback.split("/", 1)[-1]
+        if found is None:
+            return Check(
+                "better model",
+                FAIL,
+                f"{models.fallback}: nothing answers at {models.api_base}; rooms use the "
+                "embedded model meanwhile",
+                "start that model server, or change [models] in config.toml",
+            )
+        if found.problem:
+            return Check("better model", FAIL, f"{found.what}: {found.problem}", "see above")
+        if name not in found.choices:
+            return Check(
+                "better model",
+                WARN,
+                f"{models.api_base} does not list {name} (it lists {', '.join(found.choices[:5])})",
+                "load or pull that model there, or change [models] fallback",
+            )
+        return Check("better model", OK, f"{models.fallback} at {models.api_base} answers")
+    if models.fallback:
+        from runtime.models.client import Models
+
+        reason = Models(providers=config.providers).unavailable(models.fallback, None)
+        if reason:
+            return Check("better model", FAIL, reason, "set the key, or change [models]")
+        return Check("better model", OK, f"{models.fallback} (its key is set)")
+    found = [f for f in await discover() if f.usable]
+    if found:
+        return Check(
+            "better model",
+            WARN,
+            f"rooms use the tiny embedded model, but {found[0].what} offers {found[0].model}",
+            "run `potluck init` to make it the default (or `potluck init --model NAME`)",
+        )
+    return Check(
+        "better model",
+        WARN,
+        "only the tiny embedded model: fine for short questions, weak at anything else",
+        "start a local model server (Ollama: `ollama pull llama3.2`; LM Studio; llama.cpp) "
+        "or set an API key (OPENAI_API_KEY, ...), then run `potluck init`",
+    )
+
+
 async def check_engine(config: Config) -> list[Check]:
     """The sandbox broker, and through it the engine, the image and the limits in force.
     The gateway never talks to the engine itself, so neither does this check."""
@@ -387,7 +437,7 @@ async def run(config: Config, sandbox: bool = True) -> list[Check]:
     sync = [check_config, check_key, check_store, check_disk, check_web]
     checks = [_guarded(name.__name__, lambda f=name: f(config)) for name in sync]
     checks += [_guarded("recipes", check_recipes), _guarded("local model", check_model)]
-    groups = [check_platforms(config), check_relays(config)]
+    groups = [check_platforms(config), check_relays(config), _listed(check_better_model(config))]
     if sandbox:
         groups.insert(0, check_engine(config))
     for group in groups:
@@ -396,6 +446,10 @@ async def run(config: Config, sandbox: bool = True) -> list[Check]:
         except Exception as exc:  # a crashed check is a failed one, and the rest still run
             checks.append(Check("doctor", FAIL, f"a check crashed: {exc!r}", "report this"))
     return checks
+
+
+async def _listed(check: Awaitable[Check]) -> list[Check]:
+    return [await check]
 
 
 def _guarded(name: str, check: Callable[[], Check]) -> Check:

@@ -101,13 +101,22 @@ class Delivery:
         self.watch = watch
         self.errors = 0  # failed or rate-limited attempts, for /metrics
 
-    def show(self, room: str, line_id: str, message: Outgoing, edit: bool = False) -> None:
+    def show(
+        self,
+        room: str,
+        line_id: str,
+        message: Outgoing,
+        edit: bool = False,
+        model: str | None = None,
+    ) -> None:
         """Tell spectators (and the web room, which shows the watch hub) what the room now
-        shows; `line_id` is the platform's message id."""
+        shows; `line_id` is the platform's message id, `model` the one that wrote it."""
         if self.watch is None:
             return
         line: dict[str, object] = {"type": "edit" if edit else "message", "id": line_id}
         line["text"] = message.text
+        if model:
+            line["model"] = model
         if not edit:
             line["who"] = message.agent or "potluck"
             line["role"] = "agent" if message.agent else "notice"
@@ -256,8 +265,9 @@ class Stream:
         await asyncio.sleep(wait)
         await self._edit(self.text)
 
-    async def finish(self, text: str) -> None:
-        """The final text, delivered whatever rate limits say; split when too long."""
+    async def finish(self, text: str, model: str | None = None) -> None:
+        """The final text, delivered whatever rate limits say; split when too long. `model`:
+        which model answered, for the watch line."""
         if self._pending is not None:
             self._pending.cancel()
         self.text = text
@@ -271,7 +281,7 @@ class Stream:
             await self.delivery.send(self.room_id, self._message(piece))
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
-            self.delivery.show(self.room, self.message_id, first, True)
+            self.delivery.show(self.room, self.message_id, first, True, model)
 
     async def cut(self, reason: str) -> None:
         if self._pending is not None:

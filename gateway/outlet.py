@@ -92,7 +92,7 @@ class RoomOutlet:
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        await stream.finish(text)
+        await stream.finish(text, turn.model if turn.finish != "error" else None)
         if receipt is not None:
             await self.badge(stream.message_id, receipt)
 

@@ -4,13 +4,14 @@ in one place, and run until told to stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
 import sys
 from typing import Any
 
-from runtime.models.client import Models
+from runtime.models.client import Fallback, Models
 
 from .admission import may_invite
 from .backup import serving_lock
@@ -31,6 +32,14 @@ def open_ledger(config: Config, store: Store) -> Ledger:
     return Ledger(store, read_key_file(config.key_file), default_relays=tuple(config.relays))
 
 
+def open_models(config: Config) -> Models:
+    """The install's models: its keys, and its better model ([models]) if it has one."""
+    fallback = None
+    if config.models.fallback:
+        fallback = Fallback(config.models.fallback, config.models.api_base)
+    return Models(providers=config.providers, fallback=fallback)
+
+
 async def build(config: Config, web: bool = False, sandboxes: bool = True) -> Gateway:
     store = Store(config.database_url)
     library = Library(store)
@@ -40,7 +49,7 @@ async def build(config: Config, web: bool = False, sandboxes: bool = True) -> Ga
         store,
         library,
         open_ledger(config, store),
-        Models(providers=config.providers),
+        open_models(config),
         await open_sandboxes(config) if sandboxes else None,
         config.default_recipe,
     )
@@ -95,6 +104,7 @@ async def _web_room(config: Config, gateway: Gateway) -> None:
                 "name": s.recipe.name,
                 "title": s.recipe.title,
                 "ref": s.ref,
+                "tags": list(s.recipe.tags),  # the page marks "for bigger models" from these
                 "agents": [{"name": a.name, "model": a.model} for a in s.recipe.agents],
             }
             for s in gateway.library.heads()
@@ -126,7 +136,10 @@ async def serve(config: Config) -> None:
 
 
 async def _serve(config: Config) -> None:
-    gateway = await build(config, web=True)
+    # The web room answers at once; the sandbox broker (a process of its own, seconds to
+    # start) joins when it listens, as the scheduler does below.
+    gateway = await build(config, web=True, sandboxes=False)
+    attaching = asyncio.create_task(_attach_sandboxes(gateway, config))
     scheduler, gateway.services.schedules = start_scheduler(
         gateway.store, gateway.ledger.keys, gateway.intake
     )
@@ -147,10 +160,23 @@ async def _serve(config: Config) -> None:
     log.info("potluck is serving; SIGTERM or Ctrl-C stops it")
     await stop.wait()
     log.info("stopping")
+    attaching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await attaching
     scheduler.shutdown(wait=False)
     await gateway.shutdown(config.shutdown_grace_s)
     gateway.store.close()
     log.info("stopped cleanly")
+
+
+async def _attach_sandboxes(gateway: Gateway, config: Config) -> None:
+    client = await open_sandboxes(config)
+    if client is None:
+        return
+    if gateway._closed:
+        await client.close()
+        return
+    gateway.sandboxes = gateway.exchange.sandboxes = gateway.services.sandboxes = client
 
 
 async def chat(config: Config, recipe: str | None) -> None:

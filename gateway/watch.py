@@ -24,14 +24,16 @@ class Watch:
 
     def publish(self, room: str, line: dict[str, Any]) -> None:
         """`line` is {"type": "message", "id", "who", "role", "text"[, "choices"]},
-        {"type": "edit", "id", "text"} or {"type": "receipt", "id", "event"}; `room` is the
-        platform:room key and `id` the platform's message id."""
+        {"type": "edit", "id", "text"[, "model"]} or {"type": "receipt", "id", "event"};
+        `room` is the platform:room key and `id` the platform's message id."""
         recent = self._recent.setdefault(room, deque(maxlen=RECENT))
         if line["type"] in ("edit", "receipt"):
             shown = self._index.get((room, line["id"]))
             if shown is not None:  # a late joiner gets the line as it is now
                 if line["type"] == "edit":
                     shown["text"] = line["text"]
+                    if "model" in line:  # which model answered, once the turn is done
+                        shown["model"] = line["model"]
                 else:
                     shown["receipt"] = line["event"]
         else:

