@@ -143,6 +143,14 @@ relays = []
 #   {{ url = "http://10.0.0.5:8000/v1", api_key = "..." }},  # its own key
 # ]
 
+# A better model than the tiny embedded one, for recipes whose models are unavailable and
+# wherever a recipe would use the embedded model. `potluck init` writes this section when it
+# finds a local model server (Ollama, llama.cpp, LM Studio, vLLM) or an API key.
+# [models]
+# fallback = "openai/llama3.2:latest"       (or POTLUCK_MODELS_FALLBACK)
+# api_base = "http://127.0.0.1:11434/v1"    (or POTLUCK_MODELS_API_BASE; list it under
+#                                            [providers.openai] endpoints to say its key)
+
 [sandbox]
 # Agents' tools run in sandboxes made by a separate broker process, the only one that talks
 # to the Docker engine. Unset, the gateway starts its own broker; a home server runs it as a

@@ -123,11 +123,20 @@ async def test_the_embedded_model_gets_its_measured_settings_unless_the_recipe_s
     assert (sent["temperature"], sent["repeat_penalty"], sent["min_p"]) == (0.9, 1.15, 0.05)
     assert sent["max_tokens"] == 64
 
-    debate = bundled("debate")  # several agents on a tiny model: short turns
+    pair = validate_data(  # several agents on a tiny model: short turns
+        {
+            "potluck": 1,
+            "name": "pair",
+            "title": "Pair",
+            "agents": [{"name": n, "persona": f"You are {n}."} for n in ("ann", "bob")],
+            "protocol": {"max_rounds": 1, "loop_guard": False},
+        }
+    )
     before = len(fake.requests)
-    await Conductor(debate, models).respond([Line("alice", "person", "Ban cars?")])
+    await Conductor(pair, models).respond([Line("alice", "person", "Ban cars?")])
     group = fake.requests[before:]
-    assert group and {r.body["max_tokens"] for r in group} == {TINY.group_reply_tokens}
+    assert len(group) == 2 and {r.body["max_tokens"] for r in group} == {TINY.group_reply_tokens}
+    assert {r.body["seed"] for r in group} == {wanted.seed}  # the same context, the same answer
 
 
 def test_a_setting_left_at_its_default_is_the_models_and_one_written_is_the_recipes() -> None:

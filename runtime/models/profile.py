@@ -21,10 +21,13 @@ class Sampling:
     min_p: float | None = None
     repeat_penalty: float | None = None
     repeat_last_n: int | None = None
+    seed: int | None = None  # a fixed seed: the same context gets the same answer
 
     def extra_body(self) -> dict[str, float | int]:
         """The llama.cpp-style settings that OpenAI's API has no name for."""
         found: dict[str, float | int] = {}
+        if self.seed is not None:
+            found["seed"] = self.seed
         if self.min_p is not None:
             found["min_p"] = self.min_p
         if self.repeat_penalty is not None:
