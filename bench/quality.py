@@ -655,7 +655,8 @@ async def main() -> None:
                         target[name].passed += score.passed
                         target[name].formed += score.formed
                     target["_"].seconds += time.perf_counter() - t0
-            report(names, ours, raw_scores, runtime.notices)
+            embedded = [n for n in names if "embedded-model" in recipes[n].tags]
+            report(names, ours, raw_scores, runtime.notices, embedded)
             print(f"bench time {time.perf_counter() - started:.0f} s")
         finally:
             with contextlib.suppress(Exception):
@@ -669,6 +670,7 @@ def report(
     ours: dict[str, Score],
     raw: dict[str, Score],
     notices: dict[str, list[str]],
+    embedded: list[str] | None = None,
 ) -> None:
     print(f"raw settings (baseline): {RAW_BEST}")
     print(
@@ -691,6 +693,15 @@ def report(
         f"{total_b:7.3f} {ratio:6.2f}   {_total(mine, 'formed'):.2f} / "
         f"{_total(theirs, 'formed'):.2f}"
     )
+    if embedded:
+        mine = {n: ours[n] for n in embedded}
+        theirs = {n: raw[n] for n in embedded}
+        a, b = _total(mine), _total(theirs)
+        print(
+            f"{'embedded':12s} {sum(len(s.passed) for s in mine.values()):5d} {a:8.3f} {b:7.3f} "
+            f"{a / b if b else float('nan'):6.2f}   (the recipes meant for the embedded model: "
+            f"{', '.join(embedded)}; goal >= 1.0)"
+        )
     per_recipe = [ours[n].rate() / raw[n].rate() for n in names if raw[n].rate()]
     if per_recipe:
         print(f"median per-recipe ratio {statistics.median(per_recipe):.2f} (goal >= 1.0)")
