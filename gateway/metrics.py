@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from .store.models import Publication, ReceiptRow, Room, Session, Spend
+from .store.models import Outbox, Publication, ReceiptRow, Room, Session, Spend
 
 
 def render(gateway: Any) -> str:
@@ -64,5 +64,18 @@ def render(gateway: Any) -> str:
 
 
 def health(gateway: Any) -> str:
+    """One line for a monitor: the platforms connected, and whether the gateway is quiet
+    (no room handling a message, nothing waiting in the outbox) — what a deploy script or a
+    test waits for before calling a gateway idle."""
     adapters = ",".join(sorted(gateway.adapters)) or "none"
-    return f"ok adapters={adapters}\n"
+    busy = sum(not room.idle for room in gateway.rooms.all())
+    with gateway.store.session() as db:
+        undelivered = (
+            db.scalar(
+                select(func.count())
+                .select_from(Outbox)
+                .where(Outbox.state.in_(("pending", "streaming")))
+            )
+            or 0
+        )
+    return f"ok adapters={adapters} busy={busy} undelivered={undelivered}\n"

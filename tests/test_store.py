@@ -13,7 +13,7 @@ from gateway.store.db import Store
 from gateway.store.models import Base, Message, Room
 from runtime.recipes import RecipeError, parse_recipe
 
-from .test_recipes import MINIMAL
+from .support import MINIMAL
 
 
 @pytest.fixture

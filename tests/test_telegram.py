@@ -13,9 +13,9 @@ from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, until
-from .conftest import running as gateway
 from .fake_telegram import FakeTelegram
+from .support import ECHO_DUO, settle, until
+from .support import running as gateway
 
 CHAT, ALICE, BOB = -100123, 11, 22
 
@@ -94,12 +94,13 @@ async def test_a_restart_neither_loses_nor_repeats_a_message(
             what=lambda: texts(telegram),
         )
     telegram.say(CHAT, BOB, "said while the gateway was down", name="bob")
-    async with gateway(env):
+    async with gateway(env) as gw:
         await until(
             lambda: sum("while the gateway was down" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
         )
-        await asyncio.sleep(1.0)
+        await until(lambda: not telegram.updates, what="every update confirmed by the bot")
+        await settle(gw)  # nothing more is coming: updates confirmed, rooms idle, outbox drained
     # not answered again (later echoes may quote it, so count only its own answers)
     assert sum("first message" in t and "down" not in t for t in texts(telegram)) == 2
     assert sum("while the gateway was down" in t for t in texts(telegram)) == 2
@@ -240,11 +241,12 @@ async def test_webhook_mode_checks_the_secret_and_redelivers_what_was_missed(
                 assert response.status == 403
     telegram.say(CHAT, BOB, "while the hook was down", name="bob")  # queued, retried
     await asyncio.sleep(0.5)
-    async with gateway(env):
+    async with gateway(env) as gw:
         await until(
             lambda: sum("while the hook was down" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
         )
-        await asyncio.sleep(1.0)
+        await until(lambda: not telegram.updates, what="every update confirmed by the bot")
+        await settle(gw)  # nothing more is coming: updates confirmed, rooms idle, outbox drained
     assert sum("by webhook" in t and "down" not in t for t in texts(telegram)) == 2
     assert len(telegram.pushed) == len(set(telegram.pushed)) == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from gateway.serve import build
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, ROOT, missing
-
-ARTIFACTS = ROOT / "artifacts"
+from .support import ARTIFACTS, ECHO_DUO, ROOT, MemoryPlatform, launch
 
 
 @contextlib.asynccontextmanager
@@ -96,30 +93,6 @@ async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: 
             assert all("hi <b>there</b>" in texts[i] for i in agents)
             assert all(signed[i]["kind"] == AGENT_TURN for i in agents)
             assert any(e["kind"] == PERSON_MESSAGE for e in signed.values())  # the person's line
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        missing("Debian's chromium (`make test` installs it)")
-    return path  # type: ignore[return-value]
-
-
-async def launch(pw: Any) -> Any:
-    """Debian's Chromium, headless, nothing fetched from the network."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    return await pw.chromium.launch(
-        executable_path=chromium(),
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
 
 
 async def test_a_person_talks_to_several_agents_in_a_real_browser(tmp_path: Path) -> None:
@@ -327,8 +300,6 @@ async def test_watch_shows_a_room_on_another_platform_live_and_read_only(
     from playwright.async_api import async_playwright
 
     from adapters.base import Incoming
-
-    from .test_gateway_core import MemoryPlatform
 
     async with web_gateway(tmp_path) as gateway, async_playwright() as pw:
         platform = MemoryPlatform()  # stands in for a Matrix/Telegram/Discord room
