@@ -23,7 +23,8 @@ from .commands import Command, CommandError, parse
 from .config import Config
 
 SCHEDULE_EVENT = "schedule:"  # event ids of scheduled runs: schedule:ID:RECIPE:TIME
-MISSED_EVENT = "schedule:missed:"  # a run missed while the gateway was down: told, not run
+NOTICE_EVENT = "schedule:notice:"  # the gateway telling a room something (a missed run, a
+# newer version of its recipe): said, not run; keyed so a room hears each one once
 SCHEDULER = "potluck"  # the sender id of scheduled runs, which no platform user can have
 
 Kind = Literal["ignore", "stop", "command", "scheduled", "talk"]

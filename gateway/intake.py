@@ -14,7 +14,7 @@ from datetime import datetime
 
 from adapters.base import Capabilities, Incoming
 
-from .admission import MISSED_EVENT, SCHEDULE_EVENT, SCHEDULER, admit, classify
+from .admission import NOTICE_EVENT, SCHEDULE_EVENT, SCHEDULER, admit, classify
 from .config import Config
 from .room import Handler, Room, Rooms, Work
 from .store.messages import Messages
@@ -125,7 +125,12 @@ class Intake:
         after = f"; next run {next_run:%Y-%m-%d %H:%M %Z}" if next_run else ""
         text = f"(missed the scheduled run of {recipe} ({when}) while the gateway was down{after})"
         stamp = f"{next_run:%Y%m%dT%H%M}" if next_run else "never"
-        await self._from_scheduler(room_key, text, f"{MISSED_EVENT}{schedule_id}:{stamp}")
+        await self.notice(room_key, text, f"missed:{schedule_id}:{stamp}")
+
+    async def notice(self, room_key: str, text: str, key: str) -> None:
+        """The gateway tells a room something of its own accord (stored like a message, so
+        the room hears it once per `key`, across restarts)."""
+        await self._from_scheduler(room_key, text, f"{NOTICE_EVENT}{key}"[:255])
 
     async def _from_scheduler(self, room_key: str, text: str, event: str) -> None:
         platform, _, platform_room = room_key.partition(":")

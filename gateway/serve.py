@@ -128,7 +128,11 @@ async def serve(config: Config) -> None:
 async def _serve(config: Config) -> None:
     gateway = await build(config, web=True)
     scheduler, gateway.services.schedules = start_scheduler(
-        gateway.store, gateway.ledger.keys, gateway.intake
+        gateway.store,
+        gateway.ledger.keys,
+        gateway.intake,
+        library=gateway.library,
+        relays=tuple(config.relays),
     )
     web = gateway.adapters.get("web")
     if web is not None:

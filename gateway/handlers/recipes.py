@@ -12,7 +12,9 @@ from runtime.recipes import diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
 
 from ..library import Saved
+from ..sharing import history
 from .context import Request
+from .sharing import fetched, is_link, taken_summary
 from .table import handles
 
 
@@ -70,6 +72,13 @@ async def recipe_use(req: Request) -> None:
             choices=tuple((s.recipe.title, f"/recipe use {s.recipe.name}") for s in heads),
         )
         return
+    if is_link(req.args[0]):  # a stranger's recipe: fetched, checked, shown before use
+        taken = await fetched(req, req.args[0])
+        await req.say(
+            taken_summary(req, taken) + f"\nAttach it here with /recipe use {taken.saved.ref}",
+            choices=(("Attach it", f"/recipe use {taken.saved.ref}"),),
+        )
+        return
     saved = library.get(req.args[0])
     await _attach(req, saved, "another recipe was attached")
     names = ", ".join(a.name for a in saved.recipe.agents)
@@ -79,6 +88,14 @@ async def recipe_use(req: Request) -> None:
 @handles("recipe fork")
 async def recipe_fork(req: Request) -> None:
     source, new_name = req.args
+    if is_link(source):
+        taken = await fetched(req, source)
+        await req.say(
+            taken_summary(req, taken)
+            + f"\nFork it here with /recipe fork {taken.saved.ref} {new_name}",
+            choices=(("Fork it", f"/recipe fork {taken.saved.ref} {new_name}"),),
+        )
+        return
     saved = req.services.library.fork(source, new_name)
     await _attach(req, saved, "the room forked its recipe")
     await req.say(
@@ -111,12 +128,8 @@ async def recipe_diff(req: Request) -> None:
 @handles("recipe history")
 async def recipe_history(req: Request) -> None:
     ref = req.args[0] if req.args else req.conversation().saved.id
-    chain = req.services.library.lineage(ref)
-    await req.say(
-        "\n".join(
-            f"{'  ' * i}← {s.ref if isinstance(s, Saved) else s}" for i, s in enumerate(chain)
-        )
-    )
+    relays = req.services.config.relays
+    await req.say("\n".join(await history(req.services.library, relays, ref, from_chat=True)))
 
 
 @handles("recipe export")
