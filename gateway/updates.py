@@ -13,8 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from runtime.recipes import diff
 
 from .library import Library, Saved
@@ -22,7 +20,7 @@ from .receipts import kinds, version_store
 from .receipts.nip19 import Address, naddr_encode
 from .receipts.travel import FetchError, fetch_recipe
 from .store.db import Store
-from .store.models import Room
+from .store.rooms import attached_versions
 
 log = logging.getLogger("potluck.updates")
 Notify = Callable[[str, str, str], Awaitable[None]]  # (room key, text, dedup key)
@@ -40,14 +38,8 @@ class Pinned:
 def pinned_rooms(store: Store, library: Library, own_pubkey: str) -> list[Pinned]:
     """Rooms running a stranger's version: one whose signed event here is another author's
     (fetched and remembered), never this install's own."""
-    with store.session() as db:
-        rows = db.execute(
-            select(Room.platform, Room.platform_room_id, Room.recipe_version_id).where(
-                Room.recipe_version_id.is_not(None)
-            )
-        ).all()
     found = []
-    for platform, room, version in rows:
+    for platform, room, version in attached_versions(store):
         authors = {e.pubkey for e, _ in version_store.version_events(store, version)}
         if authors and own_pubkey not in authors:
             found.append(Pinned(f"{platform}:{room}", library.get(version), sorted(authors)[0]))

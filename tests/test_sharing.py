@@ -176,3 +176,63 @@ async def test_two_installs_share_fork_and_trace_a_recipe_through_a_relay(
     for event_id in versions:
         got = await asyncio.wait_for(fetch_recipe(event_id, [relay.url]), 30)
         assert got.event.id == event_id
+
+
+async def test_the_web_rooms_discover_view_finds_and_forks_a_recipe_in_one_click(
+    relay_factory, tmp_path: Path
+) -> None:
+    """A in its command line publishes; B's person opens Discover in a real browser, finds
+    it by name, sees its lineage, and forks it with one click."""
+    from playwright.async_api import async_playwright
+
+    from gateway.config import load_config
+    from gateway.library import Library
+    from gateway.receipts.keys import KeyPair, write_key_file
+    from gateway.serve import build
+    from gateway.store.db import Store
+
+    from .support import ARTIFACTS, launch
+
+    relay = relay_factory()
+    relay.start()
+    home_a = tmp_path / "a"
+    await potluck_a(home_a, relay.url, "init")
+    duo_file = tmp_path / "duo.yaml"
+    duo_file.write_text(to_yaml(validate_data({**ECHO_DUO, "name": "sunny-duo"})))
+    await potluck_a(home_a, relay.url, "recipe", "import", str(duo_file))
+    await potluck_a(home_a, relay.url, "recipe", "publish", "sunny-duo")
+
+    home_b = tmp_path / "b"
+    home_b.mkdir()
+    write_key_file(home_b / "gateway.key", KeyPair.generate())
+    config = load_config(
+        env={"POTLUCK_HOME": str(home_b), "POTLUCK_WEB_PORT": "0", "POTLUCK_RELAYS": relay.url}
+    )
+    gateway = await build(config, web=True, sandboxes=False)
+    try:
+        web = gateway.adapters["web"]
+        async with async_playwright() as pw:
+            browser = await launch(pw)
+            page = await browser.new_page()
+            await page.goto(web.url)  # type: ignore[attr-defined]
+            await page.click("#nav-discover")
+            await page.fill("#discover-q", "sunny-duo")
+            await page.click("#discover-search")
+            await page.wait_for_selector("[data-found=sunny-duo]", timeout=30_000)
+            await page.click("[data-found=sunny-duo] >> text=Lineage")
+            await page.wait_for_selector("#discover-detail >> text=reached the origin")
+            await page.fill("[data-fork-name=sunny-duo]", "my-sunny")
+            await page.click("button[data-fork=sunny-duo]")
+            await page.wait_for_selector("#discover-detail >> text=forked as my-sunny@")
+            await page.screenshot(path=str(ARTIFACTS / "web-discover.png"), full_page=True)
+            await browser.close()
+        store = Store(config.database_url)
+        try:
+            fork = Library(store).get("my-sunny")
+            original = Library(store).get(fork.recipe.forked_from or "")
+        finally:
+            store.close()
+        assert original.recipe.name == "sunny-duo" and original.origin == "fetched"
+    finally:
+        await gateway.close()
+        gateway.store.close()
