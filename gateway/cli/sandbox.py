@@ -92,8 +92,8 @@ def sandbox_broker(
     """Hold the Docker engine's socket and offer sandboxes, by intent, on a Unix socket.
     The only Potluck process that talks to the engine (see deploy/)."""
     from runtime.sandbox.broker import BrokerError, serve
+    from runtime.sandbox.containers import Sandboxes
     from runtime.sandbox.engine import EngineError
-    from runtime.sandbox.manager import Sandboxes
 
     from .. import logs
 
