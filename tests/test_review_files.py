@@ -11,6 +11,8 @@ import json
 import os
 import pwd
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.store.db import Store
 from runtime.recipes import RecipeError
 from runtime.recipes.sillytavern import import_card
+
+from .conftest import ROOT
 
 # -- character cards -------------------------------------------------------------------
 
@@ -44,6 +48,45 @@ def test_a_card_name_with_a_backslash_is_imported_or_refused_cleanly(name: str) 
         return  # refused with a reason is fine too
     assert recipe.title == name
     assert f"I am {name}." in recipe.agents[0].persona  # the name, exactly as written
+
+
+CARD_SCAN = """
+import sys
+from runtime.recipes import RecipeError
+from runtime.recipes.sillytavern import import_card
+data = sys.stdin.buffer.read()
+try:
+    import_card(data, "card.json")
+except RecipeError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_card_of_escaped_quotes_is_refused_without_freezing_the_gateway() -> None:
+    """Severity: high. `safe_json.check_shape` (run on every JSON card, every card in a PNG
+    and every backup manifest, *before* parsing) cuts strings out with the regex
+    `"[^"\\]*(?:\\.[^"\\]*)*"`. On text made of `\\"` pairs with no string that closes,
+    every quote is a new start and each start scans to the end: quadratic. 80 KB takes
+    ~90 s here; a card at the 4 MiB limit takes days. The scan runs on the event loop
+    (a `/recipe import` handler), so while it runs the whole gateway is frozen: every room on
+    every platform, the web room, the scheduler. The attacker gets: one card file, imported
+    by a room admin (cards are what people trade) or by the owner at the command line,
+    stops the gateway. Smallest fix: replace the regex with one linear pass that tracks
+    "inside a string / after a backslash" (as runtime/sandbox/protocol.py `_depth` does),
+    counting brackets outside strings; and run imports off the event loop."""
+    card = b'{"spec": "chara_card_v2", "data": {"name": "x", "description": "'
+    card += b'\\"' * 150_000  # 300 KB; never closed, so not JSON either
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CARD_SCAN],
+            input=card,
+            capture_output=True,
+            timeout=60,  # a linear scan of 300 KB takes well under a second
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("importing a 300 KB card was still scanning it after 60 s")
+    assert done.returncode == 0 and "refused:" in done.stdout, done.stdout + done.stderr
 
 
 # -- backups written where others can write -----------------------------------------------
