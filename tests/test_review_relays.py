@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import websockets
+from aiohttp import web
 
 from gateway.library import Library
 from gateway.receipts import kinds
@@ -152,6 +153,74 @@ async def test_a_relay_that_only_sends_notices_cannot_stall_publishing_forever(t
             )
         assert result.accepted == 0 and result.deferred + len(result.errors) >= 1
         assert time.monotonic() - started < 20
+    store.close()
+
+
+class AioRelay:
+    """A relay on aiohttp: NIP-11 over plain HTTP (`info`, any JSON), NIP-01 over the
+    WebSocket on the same port; every EVENT is stored and answered OK."""
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+        self.stored: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.json_response(self.info, content_type="application/nostr+json")
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            frame = json.loads(message.data)
+            if frame[0] == "EVENT":
+                self.stored.append(frame[1]["id"])
+                await socket.send_json(["OK", frame[1]["id"], True, ""])
+        return socket
+
+    async def __aenter__(self) -> AioRelay:
+        app = web.Application()
+        app.router.add_get("/", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", free_port())
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "info", [[], {"limitation": "none"}, {"limitation": {"max_message_length": "big"}}]
+)
+async def test_a_relay_with_a_malformed_nip11_document_cannot_stop_publishing(
+    tmp_path: Path, info: Any
+) -> None:
+    """Severity: medium. `relay.fetch_info` catches errors of the HTTP request and the JSON
+    parse, then reads the document with `.get` as if it were an object: a NIP-11 answer
+    that is a JSON array, a `limitation` that is not an object, or a limit that is not a
+    number raises AttributeError/TypeError out of `_publish_to`, out of `publish_pending`,
+    and ends the whole pass: the relays after it get nothing, every 30 s, for good. The
+    attacker gets: one relay on the list (a public relay that turns hostile) stops every
+    receipt and recipe from being published anywhere. Smallest fix: validate the document
+    (an object; `limitation` an object; each limit an int, else ignored) and have
+    `publish_pending` contain one relay's failure to that relay."""
+    store, library = _library(tmp_path)
+    keys = KeyPair.generate()
+    ledger = Ledger(store, keys)
+    async with AioRelay(info) as hostile, AioRelay({"name": "fine"}) as good:
+        room = ensure_room(store, "matrix", "!published:hs")
+        update_settings(store, room, publish=True, relays=[hostile.url, good.url])
+        solo = library.get("solo")
+        ledger.open(start_session(store, room, solo.id), "solo", solo.id)
+        async with asyncio.timeout(60):
+            result = await publish_pending(store, keys, timeout=3.0)
+        assert good.stored, f"the good relay got nothing: {result}"
+        assert result.accepted >= len(good.stored)
     store.close()
 
 
