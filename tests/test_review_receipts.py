@@ -1,5 +1,5 @@
-"""Adversarial review (issue 13 follow-up): the wall clock is not monotonic. Real ledger,
-real store; fails on the code as reviewed."""
+"""Adversarial review (issue 13 follow-up): receipts under a wall clock that steps back, and
+what a published receipt gives away. Real ledger, real store; fails on the code as reviewed."""
 
 from __future__ import annotations
 
@@ -41,3 +41,36 @@ def test_a_clock_stepped_back_mid_session_does_not_make_its_receipts_fail(world)
     ledger.close(session, Ending.STOPPED, "done")
     report = ledger.verify_session(session)
     assert report.ok, report.problems
+
+
+def test_a_published_tool_receipt_does_not_expose_a_short_output(world) -> None:
+    """Severity: medium. In a room that publishes (not transparent), a receipt is meant to
+    carry "a commitment (a salted hash of the content) plus metadata, so a conversation can
+    be proven later without being exposed now". A tool call's receipt salts the command but
+    carries `output_sha256`: the plain, unsalted SHA-256 of what the sandboxed process
+    printed, and its exact length. Anyone reading the relay can test guesses against it:
+    a PIN, a yes/no, a number, a short file's content (`cat otp.txt`), an exit message —
+    10^6 PINs take well under a second. The attacker gets: the output of low-entropy tool
+    calls of any published session, from the relay, without the reveal. Smallest fix: a
+    salted commitment to the output too (the same `commitment(salt, text)` the command
+    gets, with its own salt kept beside the command's for `receipts reveal`)."""
+    import hashlib
+    import json
+
+    _store, ledger, session_of, _solo = world
+    session = session_of(publish=True)  # commitment form: the default for published rooms
+    pin = "4821\n"
+    event = ledger.tool(
+        session,
+        agent="assistant",
+        tool="shell",
+        command="cat pin.txt",
+        exit_code=0,
+        output=pin,
+        wall_ms=5,
+    )
+    fields = json.loads(event.content)
+    assert "text" not in fields  # not transparent: the command itself is committed, salted
+    guesses = {f"{n:04d}\n" for n in range(10_000)}
+    exposed = [g for g in guesses if hashlib.sha256(g.encode()).hexdigest() in event.content]
+    assert exposed == [], f"the published receipt confirms the output was {exposed!r}"
