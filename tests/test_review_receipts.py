@@ -3,9 +3,14 @@ what a published receipt gives away. Real ledger, real store; fails on the code 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from gateway.receipts.endings import Ending
 from gateway.receipts.ledger import Ledger
 from gateway.store.rooms import ensure_room, start_session
+
+from .test_cli import potluck
 
 
 class SteppedClock:
@@ -74,3 +79,30 @@ def test_a_published_tool_receipt_does_not_expose_a_short_output(world) -> None:
     guesses = {f"{n:04d}\n" for n in range(10_000)}
     exposed = [g for g in guesses if hashlib.sha256(g.encode()).hexdigest() in event.content]
     assert exposed == [], f"the published receipt confirms the output was {exposed!r}"
+
+
+def test_verifying_a_stranger_s_bundle_with_a_lone_surrogate_says_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """Severity: low. `potluck receipts verify --file` reads a bundle someone sent; an event
+    whose content holds the JSON escape `\\ud800` parses into a lone surrogate and
+    `nostr.serialize` dies with UnicodeEncodeError: a traceback instead of "event #0 is
+    malformed", and nothing else in the bundle is checked. (The same poison crashes
+    fetching from relays; see test_review_relays.py.) Smallest fix: `parse_event` refuses
+    strings with unpaired surrogates (EventFormatError), as safe_json does for cards."""
+    home = tmp_path / "home"
+    potluck(home, "init")
+    bundle = tmp_path / "bundle.jsonl"
+    event = {
+        "id": "a" * 64,
+        "pubkey": "b" * 64,
+        "created_at": 1,
+        "kind": 4740,
+        "tags": [],
+        "content": "x\ud800",
+        "sig": "c" * 128,
+    }
+    bundle.write_text(json.dumps(event) + "\n", encoding="ascii")
+    done = potluck(home, "receipts", "verify", "--file", str(bundle), ok=False)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-600:]
