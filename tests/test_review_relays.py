@@ -233,8 +233,8 @@ async def test_a_relay_paging_fresh_fakes_cannot_keep_an_audit_running_forever(t
     go on, and has no cap on pages or events. A relay that answers every page with 1000
     fresh unsigned events carrying the session's `E` tag and the gateway's pubkey keeps
     `fetch_session` looping forever, holding every fake in memory. The attacker gets: any
-    third party (or the gateway's own audit view) asking that relay about a session hangs
-    and grows without bound. Smallest fix: drop events whose id/signature do not verify
+    third party (and anything built on fetch_session) asking that relay about a session
+    hangs and grows without bound. Smallest fix: drop events whose id/signature do not verify
     before counting a page as fresh, and cap the pages (or the events kept) per relay."""
     signer = Signer(os.urandom(32))
     now = int(time.time())
