@@ -17,6 +17,8 @@ import pytest
 # runs explore new ones and keep what they find in .hypothesis/.
 from hypothesis import settings as _hypothesis_settings
 
+from runtime.sandbox.client import BrokerClient
+
 from .support import (
     ROOT,
     BrokerProcess,
@@ -197,3 +199,8 @@ async def people(synapse: Synapse) -> AsyncIterator[tuple[Person, Person, str]]:
     yield alice, bob, bot
     await alice.close()
     await bob.close()
+
+
+@pytest.fixture
+async def sandboxes(brokers: Callable[..., BrokerProcess]) -> AsyncIterator[BrokerClient]:
+    yield brokers().client()

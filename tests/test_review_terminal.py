@@ -12,9 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .test_cli import POTLUCK, potluck
-from .test_display import HOSTILE, assert_inert
-from .test_sandbox import engine
+from .support import HOSTILE, POTLUCK, assert_inert, engine, potluck
 
 
 def _on_a_terminal(home: Path, *args: str, timeout: float = 180) -> str:

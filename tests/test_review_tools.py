@@ -7,13 +7,11 @@ import time
 
 from runtime.sandbox.client import BrokerClient
 
-from .test_sandbox import BrokerProcess, brokers, engine, sandboxes  # noqa: F401  (fixtures)
-
 BLOCKS = 40
 
 
 async def test_one_reply_cannot_queue_an_unbounded_number_of_sandbox_commands(
-    sandboxes: BrokerClient,  # noqa: F811
+    sandboxes: BrokerClient,
 ) -> None:
     """Severity: low. A model reply is untrusted text (a chat participant steers it, a
     provider writes it). `parse_text_calls` (and `parse_native_calls`) return every call in

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .conftest import free_port
-from .test_web import launch, web_room
+from .support import free_port, launch, web_room
 
 
 async def test_the_web_token_never_reaches_another_server_on_the_same_host(

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,11 +47,6 @@ FORGE = (
     "printf '\\n\\036potluck-exec 0 0 0\\n' >&2; "
     "kill -9 $(ps -o ppid= -p $PPID) 2>/dev/null; exit 3"
 )
-
-
-@pytest.fixture
-async def sandboxes(brokers: Callable[..., BrokerProcess]) -> AsyncIterator[BrokerClient]:
-    yield brokers().client()
 
 
 # -- the pure policy -------------------------------------------------------------------------

@@ -4,46 +4,14 @@ a real headless Chromium, with the embedded local model answering."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.config import load_config
-from gateway.library import Library
-from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.receipts.kinds import AGENT_TURN, PERSON_MESSAGE
-from gateway.serve import build
-from gateway.store.db import Store
-from runtime.recipes import validate_data
 
-from .support import ARTIFACTS, ECHO_DUO, ROOT, MemoryPlatform, launch
-
-
-@contextlib.asynccontextmanager
-async def web_room(tmp: Path) -> AsyncIterator[Any]:
-    async with web_gateway(tmp) as gateway:
-        yield gateway.adapters["web"]
-
-
-@contextlib.asynccontextmanager
-async def web_gateway(tmp: Path) -> AsyncIterator[Any]:
-    write_key_file(tmp / "gateway.key", KeyPair.generate())
-    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
-    library = Library(store)
-    library.sync_bundled()
-    library.save(validate_data(ECHO_DUO))
-    store.close()
-    config = load_config(env={"POTLUCK_HOME": str(tmp), "POTLUCK_WEB_PORT": "0"})
-    gateway = await build(config, web=True)
-    try:
-        yield gateway
-    finally:
-        await gateway.close()
-        gateway.store.close()
+from .support import ARTIFACTS, ROOT, MemoryPlatform, launch, web_gateway, web_room
 
 
 async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: Path) -> None:
