@@ -38,6 +38,11 @@ SPECS: dict[str, Spec] = {
         "/recipe diff A B", "what changed between two versions", min_args=2, max_args=2
     ),
     "recipe history": Spec("/recipe history [NAME]", "the lineage of a recipe", max_args=1),
+    "recipe record": Spec(
+        "/recipe record [NAME] [OTHER]",
+        "how a recipe has done, from its receipts; with two, side by side",
+        max_args=2,
+    ),
     "recipe export": Spec("/recipe export [NAME]", "the recipe as a file", max_args=1),
     "recipe import": Spec(
         "/recipe import", "send with a recipe file (.yaml, or a character card .json/.png)", True
@@ -139,7 +144,7 @@ def platform_commands() -> list[tuple[str, str, bool]]:
     for name, spec in SPECS.items():
         top = name.split()[0]
         summary = {
-            "recipe": "recipes: list, show, use, fork, set, diff, history, export",
+            "recipe": "recipes: list, show, use, fork, set, diff, history, record, export",
             "schedule": "run a recipe here on a timetable: add, list, cancel",
         }.get(top, spec.summary)
         admin = menu[top][1] and spec.admin if top in menu else spec.admin

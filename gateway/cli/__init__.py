@@ -4,7 +4,7 @@
 commands on it.
 """
 
-from . import conversation, operations, receipts, recipes, sandbox  # noqa: F401  (registers)
+from . import conversation, operations, receipts, recipes, records, sandbox  # noqa: F401
 from .app import cli, main
 
 __all__ = ["cli", "main"]

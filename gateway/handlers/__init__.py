@@ -15,7 +15,7 @@ from runtime.recipes import RecipeError
 from ..commands import CommandError
 from ..outlet import Outlet
 from ..room import Room, Work
-from . import recipes, sandbox, schedules, session  # noqa: F401  (each registers its commands)
+from . import recipes, records, sandbox, schedules, session  # noqa: F401  (each registers)
 from .context import Request, Services, conversation_of
 from .schedules import scheduled_run
 from .table import HANDLERS, check_complete

@@ -66,8 +66,11 @@ async def _collect(
     return list(found.values()), said
 
 
-async def fetch_claim(link: str, relays: Sequence[str], *, timeout: float = TIMEOUT) -> Claim:
-    """The record a link points at (`nevent`/`note`/hex id, or an `naddr` of kind 30383)."""
+async def fetch_claim(
+    link: str, relays: Sequence[str], *, timeout: float = TIMEOUT
+) -> tuple[Claim, list[str]]:
+    """The record a link points at (`nevent`/`note`/hex id, or an `naddr` of kind 30383),
+    and the relays to ask for the rest: the link's hints, then the configured ones."""
     try:
         parsed = parse_link(link)
     except ValueError as exc:
@@ -88,19 +91,18 @@ async def fetch_claim(link: str, relays: Sequence[str], *, timeout: float = TIME
     refused: list[str] = []
     for event in sorted(events, key=lambda e: -e.created_at):
         try:
-            return read_assertion(event)
+            return read_assertion(event), where
         except Refused as exc:
             refused.append(str(exc))
     raise VerifyError("no readable record found: " + ("; ".join(refused + said) or "not there"))
 
 
 async def verify(link: str, relays: Sequence[str], *, timeout: float = TIMEOUT) -> Verification:
-    claim = await fetch_claim(link, relays, timeout=timeout)
+    claim, where = await fetch_claim(link, relays, timeout=timeout)
     found = Verification(claim, problems=list(claim.problems))
     gateway = claim.event.pubkey
-    everywhere = relays_to_ask([], relays) or relays_to_ask(
-        [t[2] for t in claim.event.tags if t[0] == "e" and len(t) > 2], []
-    )
+    hints = [t[2] for t in claim.event.tags if t[0] == "e" and len(t) > 2]
+    everywhere = relays_to_ask(hints, where)
     try:
         await fetch_version(
             claim.version_event, everywhere, author=claim.version_author, timeout=timeout
