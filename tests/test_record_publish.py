@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+import nostr_sdk
 import pytest
 
 from gateway.receipts.endings import Ending
@@ -22,10 +24,21 @@ from gateway.receipts.nostr import Event, Signer
 from gateway.receipts.publisher import publish_pending
 from gateway.receipts.travel import publish_recipe
 from gateway.records.assertion import sessions_digest
-from gateway.records.events import ASSERTION, TurnRef, turn_ref, vote_event
+from gateway.records.events import (
+    ASSERTION,
+    DELETION,
+    LABEL,
+    REACTION,
+    TurnRef,
+    turn_ref,
+    vote_event,
+)
+from gateway.records.judge import judge
 from gateway.records.publish import RecordError, prepare, publish
 from gateway.records.verify import VerifyError, verify
 from gateway.store.rooms import ensure_room, update_settings
+from runtime.models import scripted
+from runtime.models.client import Models
 
 from .conftest import ROOT
 from .lying_relay import LyingRelay
@@ -61,10 +74,17 @@ async def sessions_of_a(one: Install, url: str) -> dict[str, str]:
         one.exchange(sid, Ending.COMPLETED, tools=((0, 200 + n, None),), text=f"reply {n}")
         one.exchange(sid, Ending.LIMIT_TURNS if n else Ending.COMPLETED, person="web:bob")
         assert await one.react(sid, 0, f"voter{n}", "👍" if n < 2 else "👎") == "counted"
+        if n == 0:  # the same 👍 on a later turn moves the vote there: a deletion, a new one
+            assert await one.react(sid, 1, "voter0", "👍") == "counted"
         made[f"duo{n}"] = sid
     one.ledger.close(made["duo0"], Ending.STOPPED)
     made["solo"] = one.session("solo")
     one.exchange(made["solo"], Ending.COMPLETED)
+    scripted.SCRIPTS["judge"] = lambda m: (
+        "CHALLENGED" if "reply 1" in m[-1]["content"] else "AGREED"
+    )
+    judged = await judge(one.ledger, Models(), "scripted/judge", [one.duo.id])
+    assert judged.labelled == 6
     private = ensure_room(one.store, "web", "private")
     made["private"] = one.session("duo", room=private)
     one.exchange(made["private"], Ending.ERROR)
@@ -90,6 +110,8 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
         "up": 2,
         "down": 1,
     }
+    (judged,) = figures["challenge"].values()  # the judge's signed labels, counted
+    assert (judged["k"], judged["n"]) == (1, 6)
 
     # B has nothing but the relay and a link.
     link = naddr_encode(Address(prepared.version.id, a.keys.pubkey, ASSERTION, (url,)))
@@ -111,6 +133,10 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "3 sessions fetched and verified" in shown.stdout and "all match" in shown.stdout
+
+    # An independent implementation (rust-nostr) verifies every new kind, and runs the
+    # documented filter for a session's verdicts against the relay.
+    await independent_check(a, prepared.event, url)
 
     signer, content = a.ledger.signer, json.loads(prepared.event.content)
     stamp = prepared.event.created_at
@@ -206,6 +232,30 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
     async with LyingRelay([tampered]) as liar:
         with pytest.raises(VerifyError, match="forged or damaged"):
             await verify(nevent(honest_again, liar.url), [], timeout=3)
+
+
+async def independent_check(a: Install, record: Event, url: str) -> None:
+    written = [record, *a.events(REACTION, DELETION, LABEL)]
+    assert {e.kind for e in written} == {ASSERTION, REACTION, DELETION, LABEL}
+    for event in written:
+        theirs = nostr_sdk.Event.from_json(event.to_json())
+        assert theirs.verify() and theirs.id().to_hex() == event.id, event.kind
+        assert [t.to_vec() for t in theirs.tags()] == [list(t) for t in event.tags]
+    assert nostr_sdk.Event.from_json(record.to_json()).kind().is_addressable()
+    live = {e.id for e in a.events(REACTION)} - {e.tag_value("e") for e in a.events(DELETION)}
+    roots = [a.ledger.events(s)[0].id for s in {e.tag_value("session") for e in a.events(REACTION)}]
+    client = nostr_sdk.Client()
+    await client.add_relay(nostr_sdk.RelayUrl.parse(url))
+    await client.connect()
+    try:
+        query = nostr_sdk.Filter.from_json(json.dumps({"kinds": [REACTION], "#E": roots}))
+        found = await client.fetch_events(
+            nostr_sdk.ReqTarget.auto([query]), timeout=timedelta(seconds=10)
+        )
+    finally:
+        await client.shutdown()
+    # the filter that fetches a session's verdicts brings every one standing
+    assert live and live <= {e.id().to_hex() for e in found}
 
 
 async def test_nothing_published_is_nothing_to_record(a: Install) -> None:

@@ -459,3 +459,83 @@ def test_compute_reads_plain_contents_too() -> None:
     got = compute(items)
     assert (got.sessions, got.exchanges, got.people) == (1, 1, 1)
     assert got.per_exchange["cost_usd"].median == 0.5 and got.models == {"m": 1}
+
+
+async def test_a_judge_labels_each_exchange_once_and_signs_who_judged(install: Install) -> None:
+    from gateway.records.events import LABEL
+    from gateway.records.judge import PROMPT_VERSION, judge
+    from runtime.models import scripted
+    from runtime.models.client import Models
+
+    def judging(messages: list[dict]) -> str:
+        said = messages[-1]["content"]
+        if "no, that plan" in said.lower():
+            return "CHALLENGED: they pushed back"
+        return "Agreed." if "great idea" in said.lower() else "I cannot tell"
+
+    scripted.SCRIPTS["judge"] = judging
+    one = install
+    sid = one.session()
+    one.exchange(sid, Ending.COMPLETED, text="No, that plan will fail, and here is why")
+    one.exchange(sid, Ending.COMPLETED, text="Great idea, let's do it")
+    one.exchange(sid, Ending.COMPLETED, text="hmm")
+    judged = await judge(one.ledger, Models(), "scripted/judge", [one.duo.id])
+    assert (judged.labelled, judged.unclear, judged.failed) == (2, 1, [])
+    labels = one.events(LABEL)
+    assert sorted(e.tag("l")[1] for e in labels) == ["agreed", "challenged"]
+    for label in labels:
+        assert label.tag("judge") == ("judge", "scripted/judge", PROMPT_VERSION)
+        assert label.tag_value("model") == "scripted/judge"  # the model that answered
+        assert label.tag_value("k") == "4744" and label.pubkey == one.keys.pubkey
+    got = record(one.store, Scope((one.duo.id,)))
+    assert {j: (r.k, r.n) for j, r in got.challenge.items()} == {
+        f"scripted/judge#{PROMPT_VERSION}": (1, 2)
+    }
+    again = await judge(one.ledger, Models(), "scripted/judge", [one.duo.id])
+    assert again.labelled == 0 and again.unclear == 1  # judged once; the unclear one retried
+
+
+def test_the_judge_is_off_unless_configured(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_config
+
+    assert load_config(env={"POTLUCK_HOME": str(tmp_path)}).judge == ""
+    (tmp_path / "config.toml").write_text('[records]\njudge = "openai/gpt-4o-mini"\n')
+    assert load_config(env={"POTLUCK_HOME": str(tmp_path)}).judge == "openai/gpt-4o-mini"
+    (tmp_path / "config.toml").write_text('[records]\njudge = "a b"\nother = 1\n')
+    with pytest.raises(ConfigError, match="one key: judge"):
+        load_config(env={"POTLUCK_HOME": str(tmp_path)})
+
+
+def test_the_command_line_shows_compares_and_refuses_clearly(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import cli
+
+    one = Install(tmp_path)
+    try:
+        sid = one.session()
+        one.exchange(sid, Ending.COMPLETED, tools=((0, 100, None),))
+        one.exchange(sid, Ending.LIMIT_TURNS)
+        one.library.fork("duo", "duo-fork")
+        one.exchange(one.session("duo-fork"), Ending.ERROR)
+        env = {"POTLUCK_HOME": str(tmp_path), "POTLUCK_DATABASE_URL": one.store.url}
+        runner = CliRunner()
+        shown = runner.invoke(cli, ["recipe", "record", "duo"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert "completed: 50% of 2 (" in shown.output
+        assert "tools: 1 calls, ok 100% of 1" in shown.output
+        assert "rolled up over 2 versions and forks" in shown.output
+        data = json.loads(runner.invoke(cli, ["recipe", "record", "duo", "--json"], env=env).output)
+        assert data["version"]["exchanges"]["n"] == 2 and data["rolled_up"]["exchanges"]["n"] == 3
+        side = runner.invoke(cli, ["recipe", "compare", "duo", "duo-fork"], env=env)
+        assert side.exit_code == 0 and "too few to tell (n=2 and n=1)" in side.output
+        missing = runner.invoke(cli, ["recipe", "record"], env=env)
+        assert missing.exit_code == 2 and "name a recipe" in missing.output
+        unknown = runner.invoke(cli, ["recipe", "record", "nope"], env=env)
+        assert unknown.exit_code == 2 and "no such recipe" in unknown.output
+        nothing = runner.invoke(cli, ["recipe", "record", "duo", "--publish"], env=env)
+        assert nothing.exit_code == 2 and "no relays to publish to" in nothing.output
+        link = runner.invoke(cli, ["recipe", "record", "--verify", "npub1xyz"], env=env)
+        assert link.exit_code == 2 and "record link" in link.output
+    finally:
+        one.store.close()

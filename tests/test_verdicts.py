@@ -15,11 +15,14 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from adapters.base import Reaction
 from gateway.library import Library
 from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.records.store import Scope, record
 from gateway.store.db import Store
 from gateway.store.models import ReactionRow, Vote
+from gateway.store.reactions import Reactions
+from gateway.store.rooms import room_ids
 from runtime.recipes import validate_data
 
 from .conftest import ECHO_DUO, Synapse, until
@@ -265,6 +268,18 @@ async def test_the_web_rooms_buttons_are_reactions_too(tmp_path: Path) -> None:
                 await ws.send_json({"react": "x" * 100, "emoji": "👍"})  # refused, told
                 error = await ws.receive_json(timeout=10)
                 assert error["type"] == "error"
+                # the room sees the record before choosing: /recipe record, /recipe show
+                for command, expect in (
+                    ("/recipe record", "people's verdicts"),
+                    ("/recipe show", "track record: 100% of 1 exchanges completed"),
+                    ("/recipe record duo solo", "too few to tell"),
+                    ("/recipe use", "duo — Echo duo (track record: 100% of 1"),
+                ):
+                    await ws.send_json({"text": command})
+                    async for message in ws:
+                        line = message.json()
+                        if line.get("role") == "notice" and expect in line.get("text", ""):
+                            break
             async with http.get(
                 f"{base}/api/records?ref=duo", headers={"Cookie": f"potluck_token={web.token}"}
             ) as r:
@@ -274,6 +289,20 @@ async def test_the_web_rooms_buttons_are_reactions_too(tmp_path: Path) -> None:
         # the person at this machine owns the install: an insider, counted apart
         assert local["record"]["verdicts"]["insiders"] == {"up": 1, "down": 0}
         assert local["record"]["exchanges"]["n"] == 1 and "exchanges completed" in local["summary"]
+    finally:
+        await gw.close()
+        gw.store.close()
+    # A reaction stored just before a crash is counted after the restart, and only once.
+    store = Store(f"sqlite:///{tmp_path / 'potluck.db'}")
+    room_id = next(iter(room_ids(store, "web")))
+    late = Reaction("web", room, "you", "you", turns[1], "👎", "stored-before-the-crash")
+    assert Reactions(store).record(room_id, late) is not None
+    assert Reactions(store).record(room_id, late) is None  # a redelivery is a no-op
+    store.close()
+    gw = await build(config, web=True)
+    try:
+        await until(lambda: settled(gw.store, 4), what=lambda: reactions(gw.store))
+        assert list(votes(gw.store).values()) == [-1]
     finally:
         await gw.close()
         gw.store.close()

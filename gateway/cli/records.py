@@ -122,6 +122,8 @@ def _publish(context: Context, version_id: str, relays: list[str], as_json: bool
     from ..records.events import ASSERTION
     from ..records.publish import RecordError, publish
 
+    if not relays:
+        _fail("no relays to publish to: configure [receipts] relays, or give --relay URL")
     try:
         prepared, sent = asyncio.run(publish(_ledger(context), version_id, relays))
     except RecordError as exc:

@@ -270,13 +270,19 @@ def compute(
     model_sets: dict[str, int] = {}  # the models an exchange names, as written: how often
     current = _Session()
     current_id: str | None = None
+    turn, tool, person, end = (
+        kinds.AGENT_TURN,
+        kinds.TOOL_CALL,
+        kinds.PERSON_MESSAGE,
+        kinds.EXCHANGE_END,
+    )
     for session_id, _seq, kind, content, text, event_id in items:
         if session_id != current_id:
             current_id = session_id
             current = sessions.get(session_id) or sessions.setdefault(session_id, _Session())
-        if kind == kinds.AGENT_TURN:
+        if kind == turn:
             current.final = text
-        elif kind == kinds.TOOL_CALL:
+        elif kind == tool:
             if current.v1:
                 continue
             found = tool_at.search(content)
@@ -297,12 +303,12 @@ def compute(
                 record.tool_ok += 1
             else:
                 record.tool_failed += 1
-        elif kind == kinds.PERSON_MESSAGE:
+        elif kind == person:
             found = sender_at.search(content)
             sender = found.group(1) if found else _fields(decode(content)).get("sender")
             if isinstance(sender, str):
                 people.add(sender)
-        elif kind == kinds.EXCHANGE_END:
+        elif kind == end:
             if current.v1:
                 continue
             match = end_at.search(content)

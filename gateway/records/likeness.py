@@ -1,9 +1,9 @@
 """Outcome diversity: how alike the final turns of different sessions are. Pure.
 
-Each exchange's final agent turn is cut into shingles (overlapping 5-character pieces of the
-last TAIL characters of its lower-cased, space-normalised text: how it ends) and two turns
-are as alike as their shingle sets overlap (Jaccard similarity: 0 nothing shared, 1 the same
-text). Only turns of *different*
+Each exchange's final agent turn is cut into shingles (overlapping pairs of words from the
+last TAIL characters of its lower-cased text, punctuation set apart: how it ends) and two
+turns are as alike as their shingle sets overlap (Jaccard similarity: 0 nothing shared, 1
+the same words in the same order). Only turns of *different*
 sessions are compared, so a long session repeating itself in one room is not mistaken for
 a recipe that ends every conversation the same way.
 
@@ -17,11 +17,12 @@ always ends the same way is a strawman.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SHINGLE = 5
 TAIL = 300  # characters of a turn's end that are compared
 MAX_PAIRS = 500
 MIN_TURNS = 4  # final turns (from at least two sessions) before a figure means anything
@@ -29,12 +30,14 @@ MEAN_FLAG = 0.6  # mean similarity at or above which the recipe is flagged
 ALIKE = 0.8  # a pair this similar counts as "the same ending"
 
 
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
 def shingles(text: str) -> frozenset[str]:
-    normal = " ".join(text[-2 * TAIL :].lower().split())[-TAIL:]
-    if len(normal) <= SHINGLE:
-        return frozenset([normal]) if normal else frozenset()
-    # five shifted copies zipped: every 5-character window, cut in C
-    return frozenset(map("".join, zip(*(normal[i:] for i in range(SHINGLE)), strict=False)))
+    words = _WORD.findall(text[-TAIL:].lower())
+    if len(words) < 2:
+        return frozenset(words)
+    return frozenset(map(" ".join, itertools.pairwise(words)))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
