@@ -134,6 +134,16 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "3 sessions fetched and verified" in shown.stdout and "all match" in shown.stdout
 
+    # The web room's Discover view finds the records others published about a version.
+    from types import SimpleNamespace
+
+    from gateway.records.web import RecordRoutes
+
+    seen = SimpleNamespace(library=a.library, ledger=a.ledger, config=SimpleNamespace(relays=[url]))
+    (published,) = await RecordRoutes(seen)._published(prepared.version.id)  # type: ignore[arg-type]
+    assert published["author"] == a.keys.pubkey and published["sessions"] == 3
+    assert published["figures"] == figures and published["problems"] == []
+
     # An independent implementation (rust-nostr) verifies every new kind, and runs the
     # documented filter for a session's verdicts against the relay.
     await independent_check(a, prepared.event, url)

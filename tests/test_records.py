@@ -135,6 +135,14 @@ def install(tmp_path: Path):
     one.store.close()
 
 
+@pytest.fixture
+def on_both(tmp_path: Path, database_url: str):
+    """An install on SQLite, then on a real PostgreSQL server."""
+    one = Install(tmp_path, database_url)
+    yield one
+    one.store.close()
+
+
 def recount_of(one: Install, version_id: str):
     """The record a stranger would recompute from the events (all of them public here)."""
     from gateway.records.store import sessions_of
@@ -157,8 +165,8 @@ def recount_of(one: Install, version_id: str):
     )
 
 
-async def test_known_sessions_give_exactly_the_expected_figures(install: Install) -> None:
-    one = install
+async def test_known_sessions_give_exactly_the_expected_figures(on_both: Install) -> None:
+    one = on_both
     s1, s2, s3 = one.session(), one.session(), one.session()
     one.exchange(
         s1,

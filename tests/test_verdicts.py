@@ -306,3 +306,47 @@ async def test_the_web_rooms_buttons_are_reactions_too(tmp_path: Path) -> None:
     finally:
         await gw.close()
         gw.store.close()
+
+
+async def test_in_a_real_browser_a_thumb_is_counted_and_the_gallery_shows_the_record(
+    tmp_path: Path,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    from .test_web import ARTIFACTS, launch, web_gateway
+
+    async with web_gateway(tmp_path) as gw, async_playwright() as pw:
+        web = gw.adapters["web"]
+        browser = await launch(pw)
+        page = await browser.new_page()
+        await page.goto(web.url)
+        await page.click("button[data-recipe=duo]")
+        await page.wait_for_selector("text=now runs duo@")
+        await page.fill("#text", "a plan for the weekend")
+        await page.click("#send")
+        # each agent's signed turn gets 👍/👎 once its receipt arrives
+        await page.wait_for_function(
+            "() => document.querySelectorAll('.msg.agent .votes').length >= 2", timeout=60_000
+        )
+        thumb = page.locator(".msg.agent").first.locator("button[data-vote='👍']")
+        await thumb.click()
+        await until(lambda: settled(gw.store, 1), what=lambda: reactions(gw.store))
+        assert list(votes(gw.store).values()) == [1]
+        assert await thumb.evaluate("b => b.classList.contains('on')")
+        await page.click("#nav-gallery")
+        card = page.locator(".recipe", has=page.locator("button[data-open=duo]"))
+        await card.locator(".record").wait_for()
+        assert "100% of 1 exchanges completed" in await card.locator(".record").inner_text()
+        await page.click("button[data-open=duo]")
+        await page.wait_for_function(
+            "() => document.querySelector('#record').textContent.includes(\"people's verdicts\")"
+        )
+        text = await page.inner_text("#record")
+        assert "insiders apart (room admins, the owner): 👍 1" in text
+        await page.fill("#compare-with", "solo")
+        await page.click("#compare")
+        await page.wait_for_function(
+            "() => document.querySelector('#comparison').textContent.includes('completed')"
+        )
+        await page.screenshot(path=str(ARTIFACTS / "web-record.png"), full_page=True)
+        await browser.close()

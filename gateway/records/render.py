@@ -34,6 +34,10 @@ def _ms(value: float | None) -> str:
     return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def lines(record: Record) -> list[str]:
     """The whole record, one figure a line."""
     if not record.sessions:
@@ -42,12 +46,12 @@ def lines(record: Record) -> list[str]:
     closed = " · ".join(
         f"{e.value} {record.session_endings[e.value]}" for e in Ending if record.session_endings[e]
     )
-    rooms = f" in {record.rooms} room{'s' * (record.rooms != 1)}" if record.rooms else ""
+    rooms = f" in {_count(record.rooms, 'room')}" if record.rooms else ""
     out = [
-        f"{record.sessions} sessions{rooms} ({record.sessions_closed} closed"
+        f"{_count(record.sessions, 'session')}{rooms} ({record.sessions_closed} closed"
         + (f": {closed}" if closed else "")
-        + f"), {record.exchanges} exchanges, {record.people} people, "
-        f"{record.installs} install{'s' * (record.installs != 1)}",
+        + f"), {_count(record.exchanges, 'exchange')}, {_count(record.people, 'person', 'people')}"
+        f", {_count(record.installs, 'install')}",
         f"completed: {rate_text(record.completion)} exchanges (by the recipe's own end)",
         f"endings: {ends or '–'}",
     ]
