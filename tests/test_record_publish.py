@@ -133,6 +133,18 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "3 sessions fetched and verified" in shown.stdout and "all match" in shown.stdout
+    # A's own record on the command line, with what the relays know of forks by others
+    own = {**env, "POTLUCK_DATABASE_URL": a.store.url, "POTLUCK_RELAYS": url}
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway", "recipe", "record", "duo"],
+        env=own,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "4 sessions in 2 rooms" in shown.stdout
+    assert "forks by others on the relays: 0 (by 0 authors)" in shown.stdout
 
     # The web room's Discover view finds the records others published about a version.
     from types import SimpleNamespace

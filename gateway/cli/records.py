@@ -75,6 +75,8 @@ def recipe_record(
     say("this version:")
     for line in lines(found.version):
         say(f"  {line}")
+    if context.config.relays:
+        say(f"  {_forks(context, found.saved.id)}")
     if len(found.versions) > 1 or (found.versions and found.versions[0][1] != found.saved.id):
         say(f"rolled up over {len(found.versions)} versions and forks with sessions:")
         for line in lines(found.rolled_up):
@@ -83,6 +85,24 @@ def recipe_record(
 
         for version_ref, _vid, one in found.versions:
             say(f"  - {one_line(version_ref)}: {summary(one)}")
+
+
+def _forks(context: Context, version_id: str) -> str:
+    """Forks of this version by other authors, as the configured relays know them."""
+    from ..receipts import version_store
+    from ..receipts.travel import FetchError, forks
+
+    found = version_store.version_events(context.library.store, version_id)
+    if not found:
+        return "forks by others: unknown (this version was never signed or published)"
+    event = found[0][0]
+    try:
+        others = asyncio.run(forks(event.id, context.config.relays, timeout=5.0))
+    except FetchError as exc:
+        return f"forks by others: unknown ({exc})"
+    by_others = {f.author_pubkey for f in others if f.author_pubkey != event.pubkey}
+    count = sum(1 for f in others if f.author_pubkey != event.pubkey)
+    return f"forks by others on the relays: {count} (by {len(by_others)} authors)"
 
 
 def _ledger(context: Context):  # type: ignore[no-untyped-def]
