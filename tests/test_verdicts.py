@@ -225,10 +225,13 @@ async def test_matrix_annotations_count_and_a_redaction_takes_the_vote_back(
             await until(lambda: settled(store, 2), what=lambda: reactions(store))
             assert votes(store) == {}
             await react(carol, turns[1]["id"], "👍")
-            await react(bob, turns[1]["id"], "👎")
+            down = await react(bob, turns[1]["id"], "👎")
             await until(lambda: settled(store, 3), what=lambda: reactions(store))
             assert not any(r.sender == carol.user_id for r in reactions(store))
             assert list(votes(store).values()) == [-1]
+            await alice.client.room_redact(room, down)  # a moderator takes it away
+            await until(lambda: settled(store, 4), what=lambda: reactions(store))
+            assert votes(store) == {}
     finally:
         for person in (alice, bob, carol):
             await person.close()

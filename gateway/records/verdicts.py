@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -79,12 +79,14 @@ class Verdicts:
 
     async def _count(self, row_id: int, reaction: Reaction) -> Outcome:
         voter = self.ledger.keys.pseudonym("person", f"{reaction.platform}:{reaction.sender}")
+        whose = reaction  # the person whose vote this is
         if reaction.undoes:  # a removal named by the reaction it undoes (Matrix redactions)
             original = self.reactions.undone(reaction.platform, reaction.room, reaction.undoes)
             if original is None or original.voter is None:
                 return Outcome("ignored", "takes back a reaction that was not a counted vote")
-            if original.voter != voter:
-                return Outcome("ignored", "takes back someone else's reaction")
+            # The platform let it be taken away (its author, or a moderator): the vote it was
+            # goes with it, and what stands is still its author's.
+            voter, whose = original.voter, replace(reaction, sender=original.sender)
             session, receipt, vote = original.session_id, original.receipt_id, original.vote
             gone = [original.id]
         else:
@@ -99,7 +101,7 @@ class Verdicts:
             if not reaction.added:
                 gone = self._live_ids(session, voter, receipt, vote)
         assert session is not None and receipt is not None
-        insider = await self.is_admin(reaction)
+        insider = await self.is_admin(whose)
         with self.store.write() as conn:
             conn.execute(
                 update(ReactionRow)
