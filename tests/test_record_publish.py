@@ -120,6 +120,12 @@ async def test_a_published_record_verifies_and_every_lie_is_named(
     assert found.sessions == 3 and found.comparison.matched > 60
     assert any("ran 4 sessions" in n and "1 not published" in n for n in found.notes)
     assert [c.split(" = ")[0] for c in found.comparison.claimed] == ["diversity", "reach.rooms"]
+    # The record may travel elsewhere than the sessions: it names where they were published.
+    other = relay_factory()
+    other.start()
+    assert (await publish_recipe([prepared.event], [other.url]))[other.url].ok
+    elsewhere = await verify(nevent(prepared.event, other.url), [])
+    assert elsewhere.ok and elsewhere.sessions == 3, elsewhere.problems
     # …and the command line says so too, from B's own (empty) home.
     home = tmp_path / "b"
     home.mkdir()

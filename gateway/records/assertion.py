@@ -11,7 +11,8 @@ commitment to exactly what was counted:
 - `sessions_sha256`: the hash of that list, so it cannot be read two ways;
 - `sessions_run`: how many sessions this install ran with the version in all, published or
   not, so a reader sees how many were left out (private rooms, or withheld);
-- `until`: verdicts and judgements signed up to then are counted.
+- `until`: verdicts and judgements signed up to then are counted;
+- `relays`: where the counted sessions were published (hints for a reader).
 
 `recompute` is what both the publisher (from its own copies of what it published) and any
 reader (from relays) run on the same events, so an honest record always matches; the
@@ -39,6 +40,7 @@ from .figures import Record, compute
 RECORD_FORMAT = 1
 MAX_SESSIONS = 1500  # sessions one assertion lists (about 110 kB of content)
 MAX_CONTENT = 256 * 1024
+MAX_RELAYS = 8
 CLAIMED_ALWAYS = ("reach.rooms",)  # receipts do not say which room a session ran in
 TEXT_FIGURES = "diversity."  # rests on the text of final turns
 # Result tags (NIP-85's flat tags) and where each sits in the figures.
@@ -61,6 +63,7 @@ class Counted:
     sessions: tuple[tuple[str, int], ...]  # (open mark id, receipts counted), sorted
     run: int  # sessions the install ran with the version in all
     until: int
+    relays: tuple[str, ...] = ()  # where those sessions were published
 
     @property
     def digest(self) -> str:
@@ -112,6 +115,7 @@ def assertion_event(
         "sessions_sha256": counted.digest,
         "sessions_run": counted.run,
         "until": counted.until,
+        "relays": list(counted.relays[:MAX_RELAYS]),
     }
     flat = flatten(figures)
     completion = record.completion.value
@@ -201,12 +205,18 @@ def read_assertion(event: Event) -> Claim:
         raise Refused("the record lacks sessions_run or until")
     if not _hex64(version.get("event")) or not _hex64(version.get("author")):
         raise Refused("the record names no recipe version event and author")
+    relays = content.get("relays", [])
+    if not isinstance(relays, list):
+        raise Refused("the record's relays are not a list")
+    hints = tuple(
+        r for r in relays[:MAX_RELAYS] if isinstance(r, str) and r.startswith(("ws://", "wss://"))
+    )
     claim = Claim(
         event,
         version["event"],
         version["author"],
         figures,
-        Counted(tuple(sessions), run, until),
+        Counted(tuple(sessions), run, until, hints),
     )
     if event.tag_value("d") != claim.version_event:
         claim.problems.append("its d tag names another version than its content")

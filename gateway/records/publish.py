@@ -137,7 +137,18 @@ def prepare(ledger: Ledger, version_id: str) -> Prepared:
         recount.record.rooms = db.scalar(
             select(func.count(func.distinct(Session.room_id))).where(Session.id.in_(list(by_id)))
         )
-    counted = Counted(tuple(sorted((root, len(ev)) for root, ev in sessions.items())), run, until)
+    with store.session() as db:
+        relays = db.scalars(
+            select(Publication.relay)
+            .where(Publication.event_id.in_(list(sessions)), Publication.state == "ok")
+            .distinct()
+        ).all()
+    counted = Counted(
+        tuple(sorted((root, len(ev)) for root, ev in sessions.items())),
+        run,
+        until,
+        tuple(sorted(relays)),
+    )
     event = assertion_event(
         ledger.signer,
         version,

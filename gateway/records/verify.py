@@ -102,7 +102,7 @@ async def verify(link: str, relays: Sequence[str], *, timeout: float = TIMEOUT) 
     found = Verification(claim, problems=list(claim.problems))
     gateway = claim.event.pubkey
     hints = [t[2] for t in claim.event.tags if t[0] == "e" and len(t) > 2]
-    everywhere = relays_to_ask(hints, where)
+    everywhere = relays_to_ask([*claim.counted.relays, *hints], where)
     try:
         await fetch_version(
             claim.version_event, everywhere, author=claim.version_author, timeout=timeout
