@@ -56,6 +56,11 @@ SPECS: dict[str, Spec] = {
     "recipe share": Spec(
         "/recipe share [NAME[@VERSION]]", "the link another install fetches it by", max_args=1
     ),
+    "recipe record": Spec(
+        "/recipe record [NAME] [OTHER]",
+        "how a recipe has done, from its receipts; with two, side by side",
+        max_args=2,
+    ),
     "recipe export": Spec("/recipe export [NAME]", "the recipe as a file", max_args=1),
     "recipe import": Spec(
         "/recipe import", "send with a recipe file (.yaml, or a character card .json/.png)", True
@@ -157,7 +162,7 @@ def platform_commands() -> list[tuple[str, str, bool]]:
     for name, spec in SPECS.items():
         top = name.split()[0]
         summary = {
-            "recipe": "recipes: list, show, use, fork, set, diff, history, publish, share",
+            "recipe": "recipes: list, show, use, fork, set, diff, history, record, publish, share",
             "schedule": "run a recipe here on a timetable: add, list, cancel",
         }.get(top, spec.summary)
         admin = menu[top][1] and spec.admin if top in menu else spec.admin

@@ -63,6 +63,9 @@ class Config:
     # with [secrets] folded in): the only place a model call's key comes from.
     providers: dict[str, Provider] = field(default_factory=dict, repr=False)
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
+    # [records] judge: the model that labels whether agents challenged the person (track
+    # records' challenge rate); empty, the default, means no judge and no such figure.
+    judge: str = ""
 
     @property
     def config_file(self) -> Path:
@@ -130,6 +133,11 @@ relays = []
 #   {{ url = "http://127.0.0.1:8080/v1", api_key = "" }},     # a local server: no key
 #   {{ url = "http://10.0.0.5:8000/v1", api_key = "..." }},  # its own key
 # ]
+
+[records]
+# Track records can say how often a recipe's agents challenged the person rather than agreed,
+# as judged by a model you name (any litellm id; it reads the exchanges' text). Off unless set.
+# judge = "openai/gpt-4o-mini"
 
 [sandbox]
 # Agents' tools run in sandboxes made by a separate broker process, the only one that talks
@@ -205,10 +213,21 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             secrets=secrets,
             providers=_providers(data, secrets, env),
             sandbox=_sandbox(data.get("sandbox", {}), env),
+            judge=_judge(data.get("records", {}), env),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+def _judge(section: Any, env: dict[str, str]) -> str:
+    """[records] judge, or POTLUCK_RECORDS_JUDGE."""
+    if not isinstance(section, dict) or set(section) - {"judge"}:
+        raise ConfigError("[records] takes one key: judge (a model id, e.g. openai/gpt-4o-mini)")
+    judge = env.get("POTLUCK_RECORDS_JUDGE", section.get("judge", ""))
+    if not isinstance(judge, str) or len(judge) > 255 or any(c.isspace() for c in judge):
+        raise ConfigError(f"[records] judge must be a model id, not {judge!r}")
+    return judge
 
 
 BUDGET_KEYS = ("room_usd", "user_usd", "room_tokens", "user_tokens")

@@ -47,6 +47,7 @@ def render(gateway: Any) -> str:
         ("potluck_messages_in_total", "counter", "Messages received", gateway.counters["incoming"]),
         ("potluck_turns_total", "counter", "Agent turns", gateway.counters["turns"]),
         ("potluck_commands_total", "counter", "Commands handled", gateway.counters["commands"]),
+        ("potluck_reactions_total", "counter", "Reactions received", gateway.counters["reactions"]),
         (
             "potluck_refused_total",
             "counter",

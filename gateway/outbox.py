@@ -207,6 +207,7 @@ class Stream:
         self.interval_s = interval_s
         self.text = ""
         self.message_id: str | None = None
+        self.more_ids: list[str] = []  # the messages a long turn continued in
         self.row_id: int | None = None
         self._last_edit = 0.0
         self._shown = ""
@@ -268,7 +269,7 @@ class Stream:
             lambda: self.delivery.adapter.edit(self.room, self.message_id, first)
         )
         for piece in pieces[1:]:
-            await self.delivery.send(self.room_id, self._message(piece))
+            self.more_ids.append(await self.delivery.send(self.room_id, self._message(piece)))
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
             self.delivery.show(self.room, self.message_id, first, True)

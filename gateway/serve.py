@@ -87,6 +87,7 @@ async def _web_room(config: Config, gateway: Gateway) -> None:
     from adapters.web import WebAdapter, load_token
 
     from . import metrics
+    from .records.web import RecordRoutes
     from .web_console import WebConsole
 
     def recipes() -> list[dict]:
@@ -111,7 +112,7 @@ async def _web_room(config: Config, gateway: Gateway) -> None:
         config.web_port,
         recipes,
         probes,
-        WebConsole(gateway).routes(),
+        WebConsole(gateway).routes() + RecordRoutes(gateway).routes(),
     )
     await gateway.add_adapter(room)
     # the URL carries the token: printed for the person, never logged

@@ -22,16 +22,20 @@ from typing import Any
 import nio
 import pytest
 
-from adapters.base import Capabilities, Incoming, Outgoing, RateLimited
+from adapters.base import Capabilities, Incoming, Outgoing, RateLimited, Reaction
 from gateway.config import load_config
 from gateway.library import Library
 from gateway.receipts.endings import Ending
 from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.receipts.ledger import Ledger
 from gateway.receipts.nostr import Event
+from gateway.records.verdicts import Verdicts
 from gateway.serve import build
 from gateway.service import Gateway
 from gateway.store.db import Store
+from gateway.store.models import ReactionRow, RecordEvent, Vote
+from gateway.store.reactions import Reactions
+from gateway.store.rooms import ensure_room, start_session
 from runtime.recipes import validate_data
 from runtime.sandbox.client import BrokerClient
 
@@ -904,3 +908,98 @@ async def web_gateway(tmp: Path) -> AsyncIterator[Any]:
     finally:
         await gateway.close()
         gateway.store.close()
+
+
+class Install:
+    """A store, library, key and ledger, with helpers that sign what a room would."""
+
+    def __init__(self, tmp: Path, url: str | None = None) -> None:
+        self.store = Store(url or f"sqlite:///{tmp / 'records.db'}")
+        self.library = Library(self.store)
+        self.library.sync_bundled()
+        self.duo = self.library.save(validate_data(ECHO_DUO))
+        self.keys = KeyPair.generate()
+        self.ledger = Ledger(self.store, self.keys)
+        self.reactions = Reactions(self.store)
+        self.admins: set[str] = set()
+
+        async def is_admin(reaction: Reaction) -> bool:
+            return reaction.sender in self.admins
+
+        self.verdicts = Verdicts(self.ledger, self.reactions, is_admin)
+        self.room = ensure_room(self.store, "web", "kitchen")
+        self.turns: dict[str, list[str]] = {}  # session → its agent turns' receipt ids
+
+    def session(self, ref: str = "duo", room: int | None = None) -> str:
+        saved = self.library.get(ref)
+        sid = start_session(self.store, room or self.room, saved.id)
+        self.ledger.open(sid, saved.recipe.name, saved.id)
+        self.turns[sid] = []
+        return sid
+
+    def exchange(
+        self,
+        sid: str,
+        ending: Ending,
+        *,
+        person: str = "web:alice",
+        turns: tuple[tuple[str, int, int, float], ...] = (("scripted/echo", 10, 5, 0.001),),
+        text: str = "a reply",
+        tools: tuple[tuple[int, int, str | None], ...] = (),
+    ) -> None:
+        """One exchange: a person's message, turns (model, tokens in, out, cost), tool
+        calls (exit code, wall ms, killed) and its ending."""
+        with self.ledger.batch():
+            self.ledger.person(sid, person, "hello")
+            for n, (model, tokens_in, tokens_out, cost) in enumerate(turns):
+                for exit_code, wall_ms, killed in tools if n == 0 else ():
+                    self.ledger.tool(
+                        sid,
+                        agent="first",
+                        tool="shell",
+                        command="make test",
+                        exit_code=exit_code,
+                        output="",
+                        wall_ms=wall_ms,
+                        killed=killed,
+                    )
+                event = self.ledger.turn(
+                    sid,
+                    agent="first",
+                    model=model,
+                    text=f"{text} ({n})" if n < len(turns) - 1 else text,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=cost,
+                )
+                self.turns[sid].append(event.id)
+            self.ledger.end_exchange(sid, ending)
+
+    async def react(
+        self, sid: str, turn: int, who: str, emoji: str = "👍", added: bool = True
+    ) -> str:
+        """`who` reacts to an agent turn of a session, through its platform message."""
+        message = f"m-{self.turns[sid][turn][:12]}"
+        self.reactions.shown("web", "kitchen", [message], self.turns[sid][turn], sid)
+        reaction = Reaction(
+            "web", "kitchen", who, who, message, emoji, f"r{len(self._rows())}", added=added
+        )
+        row = self.reactions.record(self.room, reaction)
+        assert row is not None
+        outcome = await self.verdicts.handle(row, reaction)
+        return outcome.state
+
+    def _rows(self) -> list[ReactionRow]:
+        with self.store.session() as db:
+            return list(db.query(ReactionRow))
+
+    def votes(self) -> list[Vote]:
+        with self.store.session() as db:
+            return list(db.query(Vote))
+
+    def events(self, *kinds: int) -> list:
+        from gateway.receipts.nostr import parse_event
+
+        with self.store.session() as db:
+            rows = db.query(RecordEvent).filter(RecordEvent.kind.in_(kinds)).all()
+        return [parse_event(json.loads(r.event_json)) for r in rows]

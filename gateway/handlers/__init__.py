@@ -16,7 +16,14 @@ from ..commands import CommandError
 from ..outlet import Outlet
 from ..room import Room, Work
 from ..sharing import FetchError
-from . import recipes, sandbox, schedules, session, sharing  # noqa: F401  (they register)
+from . import (  # noqa: F401  (each registers its commands)
+    recipes,
+    records,
+    sandbox,
+    schedules,
+    session,
+    sharing,
+)
 from .context import Request, Services, conversation_of
 from .schedules import scheduled_run
 from .table import HANDLERS, check_complete

@@ -14,6 +14,7 @@ from runtime.recipes.files import recipe_from_bytes
 from ..library import Saved
 from ..sharing import history
 from .context import Request
+from .records import record_line
 from .sharing import fetched, is_link, taken_summary
 from .table import handles
 
@@ -57,7 +58,8 @@ async def recipe_show(req: Request) -> None:
     agents = "\n".join(f"  {a.name}: {a.model}" for a in saved.recipe.agents)
     await req.say(
         f"{saved.ref} — {saved.recipe.title}\n{saved.recipe.description}\n"
-        f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}"
+        f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}\n"
+        + record_line(req.services, saved)
     )
 
 
@@ -68,7 +70,10 @@ async def recipe_use(req: Request) -> None:
         heads = library.heads()
         await req.say(
             "Pick a recipe (or type /recipe use NAME):\n"
-            + "\n".join(f"  {s.recipe.name} — {s.recipe.title}" for s in heads),
+            + "\n".join(
+                f"  {s.recipe.name} — {s.recipe.title} ({record_line(req.services, s)})"
+                for s in heads
+            ),
             choices=tuple((s.recipe.title, f"/recipe use {s.recipe.name}") for s in heads),
         )
         return
