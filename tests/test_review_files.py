@@ -86,7 +86,7 @@ def test_a_card_of_escaped_quotes_is_refused_without_freezing_the_gateway() -> N
         )
     except subprocess.TimeoutExpired:
         pytest.fail("importing a 300 KB card was still scanning it after 60 s")
-    assert done.returncode == 0 and "refused:" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and b"refused:" in done.stdout, done.stdout + done.stderr
 
 
 # -- backups written where others can write -----------------------------------------------

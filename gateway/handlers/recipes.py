@@ -7,6 +7,8 @@ head, which every other room's `/recipe use NAME` reads, moves only by the insta
 
 from __future__ import annotations
 
+import asyncio
+
 from adapters.base import Attachment
 from runtime.recipes import diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
@@ -158,7 +160,8 @@ async def recipe_import(req: Request) -> None:
         return
     file = req.incoming.attachments[0]
     library = req.services.library
-    recipe = recipe_from_bytes(file.data, file.name)
+    # a card of several MiB is parsed off the event loop: every other room keeps going
+    recipe = await asyncio.to_thread(recipe_from_bytes, file.data, file.name)
     existed = library.has(recipe.name)
     saved = library.keep(recipe, "import")
     if existed and library.get(recipe.name).id != saved.id:
