@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Linux carries it across fork and exec, so a child would report the test runner's size.)
 HARNESS = """
 import resource, sys
-from .support import by, potluck
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 sys.argv = ["potluck", *sys.argv[2:]]
