@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .app import Context, _fail, cli, pass_context
+from .output import emit_data
 
 # -- sandbox -----------------------------------------------------------------------------------
 
@@ -160,8 +161,8 @@ def sandbox_exec(context: Context, room: str, command: str) -> None:
         return await client.exec(room, command)
 
     result = _through_broker(context, work)
-    click.echo(result.stdout, nl=False)
-    click.echo(result.stderr, nl=False, err=True)
+    emit_data(result.stdout)  # what a sandboxed process printed: hostile to a terminal
+    emit_data(result.stderr, err=True)
     click.secho(result.summary(), dim=True, err=True)
     sys.exit(result.exit_code if 0 <= result.exit_code < 256 else 1)
 
