@@ -1,7 +1,9 @@
 """The adapter contract: what a chat platform gives the gateway, and what it takes back.
 
 Adapters know nothing of recipes or models; the gateway knows nothing of platforms beyond
-these types. A platform turns its events into `Incoming` and delivers `Outgoing`.
+these types. A platform turns its events into `Incoming` (messages) and `Reaction`
+(a person's emoji on a message, or taking it back), both through `on_incoming`, and
+delivers `Outgoing`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,57 @@ class Incoming:
     @property
     def key(self) -> str:
         return f"{self.platform}:{self.room}"
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A person reacted to a message (or took a reaction back), as the platform says it.
+
+    `target` is the reacted message's id in the form `send` returned it. A platform that
+    tells only which chat a reaction is in, not which thread or topic (Telegram, Matrix),
+    sets `whole_chat`: the message is then looked for in the chat's threads too. A removal
+    the platform names only by the reaction it undoes (a Matrix redaction) carries `undoes`
+    and leaves `target` and `emoji` empty."""
+
+    platform: str
+    room: str
+    sender: str  # the platform's user id
+    sender_name: str
+    target: str
+    emoji: str
+    event_id: str  # unique within the room: the key that stops doubles
+    added: bool = True  # False: the person took this reaction back
+    undoes: str | None = None  # the event id of the reaction taken back
+    whole_chat: bool = False
+    parent: str | None = None  # a thread's or topic's own room: an allowed room covers them
+    cursor: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.room}"
+
+    @property
+    def vote(self) -> int | None:
+        """+1 for a thumbs up, -1 for a thumbs down, None for any other reaction."""
+        return vote_of(self.emoji)
+
+
+# Thumbs as platforms write them: the emoji (any skin tone, with or without the emoji
+# variation selector), Discord's and Slack-style names, and plain +1/-1.
+_UP = {"👍", "+1", ":+1:", ":thumbsup:", "thumbsup", "+", "like"}
+_DOWN = {"👎", "-1", ":-1:", ":thumbsdown:", "thumbsdown", "-", "dislike"}
+_MODIFIERS = dict.fromkeys(
+    map(ord, "\ufe0f\ufe0e\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
+)
+
+
+def vote_of(emoji: str) -> int | None:
+    bare = emoji.translate(_MODIFIERS).strip().lower()
+    if bare in _UP:
+        return 1
+    if bare in _DOWN:
+        return -1
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +129,7 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-OnIncoming = Callable[[Incoming], Awaitable[None]]
+OnIncoming = Callable[[Incoming | Reaction], Awaitable[None]]
 OnCursor = Callable[[str], Awaitable[None]]
 
 
@@ -88,8 +141,9 @@ class Adapter(Protocol):
         """Log in, so messages can be sent (the gateway recovers its outbox next)."""
 
     async def start(self, on_incoming: OnIncoming, on_cursor: OnCursor, cursor: str | None) -> None:
-        """Connect and deliver events after `cursor`; report the new cursor once every
-        event before it has been handed to on_incoming. Returns once running."""
+        """Connect and deliver events (messages and reactions) after `cursor`; report the
+        new cursor once every event before it has been handed to on_incoming. Returns once
+        running."""
 
     async def stop(self) -> None: ...
 

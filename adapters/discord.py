@@ -7,6 +7,11 @@ typed as `!potluck …`), with recipe names autocompleted. Events are handed ove
 they arrived; the cursor is the last message id seen per channel, and at start the history
 after it is read back, so messages sent while the gateway was down are answered (the
 gateway's unique event key drops any seen twice). discord.py waits out 429s itself.
+
+People's 👍/👎 arrive as reaction events (the non-privileged Guild Message Reactions intent).
+A reaction on an agent's webhook message names the bare message id; it is given back in the
+form `send` returned (`w<webhook>:<id>`), from the message's author where Discord says it
+(reactions added) or from the messages this adapter sent (reactions removed).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import discord
 from discord import app_commands
 from discord.http import Route
 
-from .base import Attachment, Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
+from .base import Attachment, Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, Reaction
 
 log = logging.getLogger("potluck.discord")
 
@@ -45,7 +50,8 @@ NO_WEBHOOKS = (
     "participant.)"
 )
 WEBHOOK_NAME = "Potluck"
-RECIPE_ARGUMENT = {"use", "show", "fork", "export", "history", "diff"}
+SENT_KEPT = 10_000  # webhook messages remembered, to name a removed reaction's message
+RECIPE_ARGUMENT = {"use", "show", "fork", "export", "history", "diff", "record"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class DiscordAdapter:
         intents.guilds = True
         intents.guild_messages = True
         intents.message_content = True  # privileged: checked at start
+        intents.guild_reactions = True  # people's 👍/👎 on agents' messages
         # Sharded client: it asks REST (/gateway/bot) where the gateway is.
         self.client = discord.AutoShardedClient(
             intents=intents, allowed_mentions=discord.AllowedMentions.none()
@@ -96,11 +103,14 @@ class DiscordAdapter:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._cursor: dict[str, str] = {}
+        self._sent: dict[int, str] = {}  # webhook message id → the id `send` returned
         self._ready = asyncio.Event()
         self._build_commands()
         self.client.event(self.on_ready)
         self.client.event(self.on_message)
         self.client.event(self.on_interaction)
+        self.client.event(self.on_raw_reaction_add)
+        self.client.event(self.on_raw_reaction_remove)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -178,9 +188,46 @@ class DiscordAdapter:
                     self._cursor[key] = str(item.id)
                     await on_cursor(json.dumps(self._cursor, sort_keys=True))
 
-    async def _incoming(self, item: Any) -> Incoming | None:
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self._queue.put_nowait(payload)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        self._queue.put_nowait(payload)
+
+    def _reaction(self, payload: discord.RawReactionActionEvent) -> Reaction | None:
+        me = self.client.user
+        if (me is not None and payload.user_id == me.id) or payload.guild_id is None:
+            return None
+        added = payload.event_type == "REACTION_ADD"
+        if payload.member is not None and payload.member.bot:
+            return None
+        target = self._sent.get(payload.message_id, str(payload.message_id))
+        author = payload.message_author_id
+        if author is not None and any(
+            v.webhook is not None and v.webhook.id == author for v in self._voices.values()
+        ):
+            target = f"w{author}:{payload.message_id}"
+        emoji = payload.emoji.name or str(payload.emoji)
+        name = payload.member.display_name if payload.member else str(payload.user_id)
+        channel = self.client.get_channel(payload.channel_id)
+        return Reaction(
+            "discord",
+            str(payload.channel_id),
+            str(payload.user_id),
+            name,
+            target,
+            emoji,
+            f"r{payload.message_id}:{payload.user_id}:{'+' if added else '-'}{emoji}:"
+            f"{discord.utils.utcnow().timestamp():.6f}",
+            added=added,
+            parent=_thread_parent(channel),
+        )
+
+    async def _incoming(self, item: Any) -> Incoming | Reaction | None:
         if isinstance(item, Incoming):
             return item
+        if isinstance(item, discord.RawReactionActionEvent):
+            return self._reaction(item)
         message: discord.Message = item
         me = self.client.user
         if message.webhook_id is not None or (me is not None and message.author.id == me.id):
@@ -374,7 +421,11 @@ class DiscordAdapter:
                     thread=thread,
                     files=files,
                 )
-                return f"w{voice.webhook.id}:{sent.id}"
+                full = f"w{voice.webhook.id}:{sent.id}"
+                self._sent[sent.id] = full
+                if len(self._sent) > SENT_KEPT:  # the oldest go first
+                    del self._sent[next(iter(self._sent))]
+                return full
             if not voice.told:
                 voice.told = True
                 await channel.send(NO_WEBHOOKS)

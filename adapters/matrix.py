@@ -4,6 +4,10 @@ Sync is driven by hand rather than by callbacks, so each batch's events are hand
 order and only then is `next_batch` reported as the cursor. On a first start (no cursor)
 old history is skipped: the bot answers what is said after it arrives. Encrypted rooms are
 refused in the open (a plain notice, then the bot leaves) — never silently ignored.
+
+People's 👍/👎 are `m.reaction` annotations on the agent's message; taking one back redacts
+the reaction event, which arrives as a redaction naming it (`undoes`). Neither says which
+thread the message is in, so the gateway looks in the room's threads too (`whole_chat`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import nio
 
-from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, RateLimited
+from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, RateLimited, Reaction
 
 log = logging.getLogger("potluck.matrix")
 
@@ -236,12 +240,43 @@ class MatrixAdapter:
                 ):
                     await self._refuse_encrypted(room_id)
                     continue
-                if not isinstance(event, nio.RoomMessageText):
+                if getattr(event, "sender", None) == self.client.user_id:
                     continue
-                if event.sender == self.client.user_id:
+                if isinstance(event, nio.ReactionEvent | nio.RedactionEvent):
+                    await on_incoming(self._reaction(room_id, event))
+                    continue
+                if not isinstance(event, nio.RoomMessageText):
                     continue
                 incoming = self._incoming(room_id, event)
                 await on_incoming(incoming)
+
+    def _reaction(self, room_id: str, event: nio.ReactionEvent | nio.RedactionEvent) -> Reaction:
+        room = self.client.rooms.get(room_id)
+        name = (room.user_name(event.sender) if room else None) or event.sender
+        if isinstance(event, nio.RedactionEvent):  # a reaction (or anything) taken back
+            undoes = event.redacts or event.source.get("content", {}).get("redacts", "")
+            return Reaction(
+                "matrix",
+                room_id,
+                event.sender,
+                name,
+                "",
+                "",
+                event.event_id,
+                added=False,
+                undoes=str(undoes),
+                whole_chat=True,
+            )
+        return Reaction(
+            "matrix",
+            room_id,
+            event.sender,
+            name,
+            event.reacts_to,
+            event.key,
+            event.event_id,
+            whole_chat=True,
+        )
 
     def _incoming(self, room_id: str, event: nio.RoomMessageText) -> Incoming:
         content = event.source.get("content", {})

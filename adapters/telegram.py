@@ -7,6 +7,12 @@ confirmed, which the gateway's store turns into a no-op). Forum topics are rooms
 own (`chat:topic`). Group flood limits are about 20 messages a minute, so edits are slower
 here than elsewhere, and `RetryAfter` is passed on for the outbox to wait out.
 
+People's 👍/👎 arrive as `message_reaction` updates, which Telegram sends only when asked for
+in `allowed_updates` and only to a bot that is an administrator of the group. An update
+gives a person's reactions on a message before and after; each one added or taken away
+becomes a `Reaction`. It names the chat, not the topic, so the gateway looks for the
+message in the chat's topics too (`whole_chat`).
+
 Webhook mode: Telegram posts each update to `webhook_url` (a public HTTPS address that a
 reverse proxy forwards to `webhook_listen`, loopback by default), one at a time, with a
 secret header checked here; an update is acknowledged only once the gateway has stored it,
@@ -52,6 +58,7 @@ from .base import (
     OnIncoming,
     Outgoing,
     RateLimited,
+    Reaction,
 )
 
 log = logging.getLogger("potluck.telegram")
@@ -59,8 +66,11 @@ log = logging.getLogger("potluck.telegram")
 PRIVACY_HELP = (
     "In groups with privacy mode on, I see commands, messages that mention me and replies "
     "to me. To let agents follow the whole conversation, make me an admin or turn privacy "
-    "mode off with @BotFather (/setprivacy)."
+    "mode off with @BotFather (/setprivacy). 👍/👎 on an agent's message count as your "
+    "verdict on the recipe when I am an admin here (Telegram tells only admins of reactions)."
 )
+# What the bot asks Telegram for: message_reaction is not sent unless asked for.
+UPDATES = ["message", "callback_query", "message_reaction"]
 
 
 @dataclass(frozen=True)
@@ -135,9 +145,8 @@ class TelegramAdapter:
                 return web.Response(status=403)
             update = Update.de_json(await request.json(), self.bot)
             async with lock:  # in order, even if Telegram opened more than one connection
-                incoming = await self._incoming(update) if update else None
-                if incoming is not None:
-                    await on_incoming(incoming)  # stored before we acknowledge
+                for event in await self._events(update) if update else []:
+                    await on_incoming(event)  # stored before we acknowledge
                 if update is not None:
                     await on_cursor(str(update.update_id))
             return web.Response(text="ok")
@@ -153,7 +162,7 @@ class TelegramAdapter:
             self.settings.webhook_url,
             secret_token=secret,
             max_connections=1,
-            allowed_updates=["message", "callback_query"],
+            allowed_updates=UPDATES,
         )
         log.info("telegram: webhook at %s, listening on %s", path, self.settings.webhook_listen)
 
@@ -174,7 +183,7 @@ class TelegramAdapter:
                 updates = await self.bot.get_updates(
                     offset=offset,
                     timeout=self.settings.poll_timeout,
-                    allowed_updates=["message", "callback_query"],
+                    allowed_updates=UPDATES,
                     read_timeout=self.settings.poll_timeout + 10,
                 )
                 delay = 1.0
@@ -187,11 +196,48 @@ class TelegramAdapter:
                 delay = min(delay * 2, 60.0)
                 continue
             for update in updates:
-                incoming = await self._incoming(update)
-                if incoming is not None:
-                    await on_incoming(incoming)
+                for event in await self._events(update):
+                    await on_incoming(event)
                 offset = update.update_id + 1
                 await on_cursor(str(update.update_id))
+
+    async def _events(self, update) -> list[Incoming | Reaction]:  # type: ignore[no-untyped-def]
+        if update.message_reaction is not None:
+            return self._reactions(update.update_id, update.message_reaction)
+        incoming = await self._incoming(update)
+        return [] if incoming is None else [incoming]
+
+    def _reactions(self, update_id: int, changed) -> list[Incoming | Reaction]:  # type: ignore[no-untyped-def]
+        """A person's reactions on a message, before and after: one Reaction for each
+        emoji added or taken away (an anonymous admin's, which names no person, is not a
+        person's verdict)."""
+        user = changed.user
+        if user is None or user.id == self.bot_id:
+            return []
+
+        def emojis(reactions) -> set[str]:  # type: ignore[no-untyped-def]
+            return {r.emoji for r in reactions if getattr(r, "type", "") == "emoji"}
+
+        before, after = emojis(changed.old_reaction), emojis(changed.new_reaction)
+        name = user.username or user.first_name or str(user.id)
+        out: list[Incoming | Reaction] = []
+        for added, emoji in [(False, e) for e in sorted(before - after)] + [
+            (True, e) for e in sorted(after - before)
+        ]:
+            out.append(
+                Reaction(
+                    "telegram",
+                    str(changed.chat.id),
+                    str(user.id),
+                    name,
+                    str(changed.message_id),
+                    emoji,
+                    f"r{update_id}:{'+' if added else '-'}{emoji}",
+                    added=added,
+                    whole_chat=True,
+                )
+            )
+        return out
 
     async def _incoming(self, update) -> Incoming | None:  # type: ignore[no-untyped-def]
         if update.callback_query is not None:

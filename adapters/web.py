@@ -8,7 +8,8 @@ as JSON and is shown with textContent, never as HTML.
 
 A web room keeps no history of its own: what a room shows is the gateway's watch hub for
 it (the same lines spectators of any room see, bounded there), and sending a message here
-only names it; the hub carries it to the page.
+only names it; the hub carries it to the page. The page's 👍/👎 buttons under an agent's
+message send `{"react": message id, "emoji": "👍", "removed": false}` on the same socket.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing
+from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, Reaction
 
 PAGE = Path(__file__).with_name("web_page.html")
 STATIC = Path(__file__).with_name("web_static")
@@ -181,6 +182,25 @@ class WebAdapter:
             Incoming("web", room, self.user, self.user, text, uuid.uuid4().hex, mentions_bot=True)
         )
 
+    async def _react(self, room: str, said: dict[str, Any]) -> None:
+        """A press of 👍/👎 under a message (or a second press, taking it back)."""
+        target, emoji = said["react"], said.get("emoji")
+        if not isinstance(target, str) or not isinstance(emoji, str) or len(target) > 64:
+            raise ValueError("a reaction names a message id and an emoji")
+        assert self._on_incoming is not None
+        await self._on_incoming(
+            Reaction(
+                "web",
+                room,
+                self.user,
+                self.user,
+                target,
+                emoji[:16],
+                uuid.uuid4().hex,
+                added=not said.get("removed"),
+            )
+        )
+
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         # Origin already checked by _guard, for this socket and the watch socket alike.
         room = request.match_info["room"]
@@ -194,9 +214,18 @@ class WebAdapter:
                 if message.type != WSMsgType.TEXT:
                     continue
                 try:
-                    text = str(json.loads(message.data)["text"])[:20_000]
+                    said = json.loads(message.data)
+                    if isinstance(said, dict) and "react" in said:
+                        await self._react(room, said)
+                        continue
+                    text = str(said["text"])[:20_000]
                 except (ValueError, KeyError, TypeError):
-                    await ws.send_json({"type": "error", "text": 'send {"text": "…"}'})
+                    await ws.send_json(
+                        {
+                            "type": "error",
+                            "text": 'send {"text": "…"} or {"react": ID, "emoji": "👍"}',
+                        }
+                    )
                     continue
                 if text.strip():
                     await self._say(room, text)

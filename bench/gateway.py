@@ -29,6 +29,7 @@ from runtime.conductor import Conductor
 from runtime.context import Line
 from runtime.models.client import Models
 from runtime.recipes import validate_data
+from tests.support import MemoryPlatform
 
 RECIPE = {
     "potluck": 1,
@@ -41,33 +42,24 @@ RECIPE = {
 }
 
 
-class MemoryAdapter:
-    """A platform that delivers instantly and records when each turn's final edit lands."""
+class BenchPlatform(MemoryPlatform):
+    """The tests' in-memory platform (tests/support.py), telling when each room's turn has
+    its final text."""
 
     name = "bench"
     capabilities = Capabilities(edit_interval_s=1.0, max_chars=4000)
 
     def __init__(self) -> None:
-        self.sent = 0
+        super().__init__()
         self.done: dict[str, asyncio.Event] = {}
 
-    async def connect(self) -> None: ...
-
-    async def start(self, on_incoming, on_cursor, cursor) -> None:  # type: ignore[no-untyped-def]
-        self.on_incoming = on_incoming
-
-    async def stop(self) -> None: ...
-
     async def send(self, message: Outgoing) -> str:
-        self.sent += 1
-        return f"m{self.sent}"
+        self.sent.append(message)
+        return f"m{len(self.sent)}"
 
     async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
         if message.text != "…" and room in self.done:
             self.done[room].set()
-
-    async def is_admin(self, room: str, user: str) -> bool:
-        return True
 
 
 async def bare_turn(transcript: list[Line]) -> float:
@@ -99,7 +91,7 @@ async def main() -> None:
             Models(),
             default_recipe="instant",
         )
-        adapter = MemoryAdapter()
+        adapter = BenchPlatform()
         await gateway.add_adapter(adapter)
         counter = 0
 

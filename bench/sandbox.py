@@ -31,7 +31,7 @@ import docker  # noqa: E402
 
 from runtime.sandbox import DEFAULT_IMAGE, Ceilings  # noqa: E402
 from runtime.sandbox.client import BrokerClient  # noqa: E402
-from runtime.sandbox.manager import Sandboxes  # noqa: E402
+from runtime.sandbox.containers import Sandboxes  # noqa: E402
 
 CLIENT = docker.from_env(timeout=120)
 LABEL = {"io.potluck.bench": "1"}

@@ -5,7 +5,8 @@ Two decisions, at two moments:
 - `admit`, as a message arrives: is its sender or room allowed here (closed by default), is
   it a command for this bot (parsed once, with the bot's own names, so `/stop@otherbot` is
   not ours), `/stop` (which skips the room's queue), a scheduled run, or talk — and did it
-  address the bot (a mention, or a reply to one of its messages)?
+  address the bot (a mention, or a reply to one of its messages)? A reaction comes in by
+  the same allow-list (`admit_reaction`), and is never a command.
 - `answers`, when the room's worker reaches it: given the recipe the room runs, do the
   agents answer this talk, or only hear it?
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.base import Capabilities, Incoming
+from adapters.base import Capabilities, Incoming, Reaction
 from runtime.mentions import addressed as addressed_agents
 from runtime.recipes import Recipe
 
@@ -23,10 +24,11 @@ from .commands import Command, CommandError, parse
 from .config import Config
 
 SCHEDULE_EVENT = "schedule:"  # event ids of scheduled runs: schedule:ID:RECIPE:TIME
-MISSED_EVENT = "schedule:missed:"  # a run missed while the gateway was down: told, not run
+NOTICE_EVENT = "schedule:notice:"  # the gateway telling a room something (a missed run, a
+# newer version of its recipe): said, not run; keyed so a room hears each one once
 SCHEDULER = "potluck"  # the sender id of scheduled runs, which no platform user can have
 
-Kind = Literal["ignore", "stop", "command", "scheduled", "talk"]
+Kind = Literal["ignore", "stop", "command", "scheduled", "talk", "reaction"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Admission:
     why: str = ""  # for `ignore`: the reason, for the log
 
 
-def allowed(config: Config, capabilities: Capabilities, incoming: Incoming) -> bool:
+def allowed(config: Config, capabilities: Capabilities, incoming: Incoming | Reaction) -> bool:
     """Closed by default: the room (or the room a thread belongs to) or the person must be
     listed, or `*` given. The local rooms (web, terminal) belong to the machine's owner."""
     if capabilities.local_owner:
@@ -73,6 +75,13 @@ def admit(config: Config, capabilities: Capabilities, incoming: Incoming) -> Adm
     if not allowed(config, capabilities, incoming):
         return Admission("ignore", why="not in the allowed rooms or users")
     return classify(capabilities, incoming)
+
+
+def admit_reaction(config: Config, capabilities: Capabilities, reaction: Reaction) -> Admission:
+    """A person's reaction: let in by the same allow-list as their messages."""
+    if not allowed(config, capabilities, reaction):
+        return Admission("ignore", why="not in the allowed rooms or users")
+    return Admission("reaction")
 
 
 def classify(capabilities: Capabilities, incoming: Incoming) -> Admission:

@@ -165,25 +165,42 @@ def backup(config: Config, out: Path) -> Manifest:
             kind = "postgresql"
         else:
             raise BackupError(f"cannot back up a store at {database}")
-        partial = out.with_name(out.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
-            _add_file(archive, STORES[kind], snapshot, manifest)
-            _add_bytes(archive, "gateway.key", _small(config.key_file), manifest)
-            for name in HOME_FILES:
-                if (config.home / name).exists():
-                    _add_bytes(archive, f"home/{name}", _small(config.home / name), manifest)
-            result = Manifest(
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                kind,
-                manifest["files"],
-                manifest["sizes"],
-            )
-            body = json.dumps({"format": FORMAT, **result.__dict__}, indent=1).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mode, info.mtime = len(body), 0o600, int(time.time())
-            archive.addfile(info, io.BytesIO(body))
-        os.replace(partial, out)
+        # A name nobody could have planted (random, created exclusively, mode 0600, never
+        # through a link): backups are often written to shared folders such as /tmp.
+        fd, partial_name = tempfile.mkstemp(
+            prefix=f".{out.name}.", suffix=".partial", dir=out.parent
+        )
+        partial = Path(partial_name)
+        try:
+            result = _write_archive(fd, config, kind, snapshot, manifest)
+            os.replace(partial, out)  # replaces a link at `out` itself, never its target
+        except BaseException as exc:
+            partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not isinstance(exc, BackupError):
+                raise BackupError(f"cannot write {out}: {exc}; choose another place") from None
+            raise
+    return result
+
+
+def _write_archive(
+    fd: int, config: Config, kind: str, snapshot: Path, manifest: dict[str, dict[str, Any]]
+) -> Manifest:
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        _add_file(archive, STORES[kind], snapshot, manifest)
+        _add_bytes(archive, "gateway.key", _small(config.key_file), manifest)
+        for name in HOME_FILES:
+            if (config.home / name).exists():
+                _add_bytes(archive, f"home/{name}", _small(config.home / name), manifest)
+        result = Manifest(
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            kind,
+            manifest["files"],
+            manifest["sizes"],
+        )
+        body = json.dumps({"format": FORMAT, **result.__dict__}, indent=1).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mode, info.mtime = len(body), 0o600, int(time.time())
+        archive.addfile(info, io.BytesIO(body))
     return result
 
 

@@ -23,9 +23,15 @@ SPECS: dict[str, Spec] = {
     "help": Spec("/help", "the commands you may use here"),
     "recipe list": Spec("/recipe list", "bundled and local recipes"),
     "recipe show": Spec("/recipe show [NAME]", "a recipe, its version and lineage", max_args=1),
-    "recipe use": Spec("/recipe use NAME[@VERSION]", "attach a recipe to this room", True, 0, 1),
+    "recipe use": Spec(
+        "/recipe use NAME[@VERSION]|LINK",
+        "attach a recipe to this room (a nevent/naddr link: fetched and shown first)",
+        True,
+        0,
+        1,
+    ),
     "recipe fork": Spec(
-        "/recipe fork NAME NEW-NAME", "fork a recipe and attach the fork", True, 2, 2
+        "/recipe fork NAME|LINK NEW-NAME", "fork a recipe and attach the fork", True, 2, 2
     ),
     "recipe set": Spec(
         "/recipe set PATH VALUE",
@@ -37,7 +43,24 @@ SPECS: dict[str, Spec] = {
     "recipe diff": Spec(
         "/recipe diff A B", "what changed between two versions", min_args=2, max_args=2
     ),
-    "recipe history": Spec("/recipe history [NAME]", "the lineage of a recipe", max_args=1),
+    "recipe history": Spec(
+        "/recipe history [NAME]", "the lineage of a recipe, across installs", max_args=1
+    ),
+    "recipe publish": Spec(
+        "/recipe publish [NAME[@VERSION]]",
+        "sign this room's recipe (or NAME) and send it to the relays",
+        True,
+        0,
+        1,
+    ),
+    "recipe share": Spec(
+        "/recipe share [NAME[@VERSION]]", "the link another install fetches it by", max_args=1
+    ),
+    "recipe record": Spec(
+        "/recipe record [NAME] [OTHER]",
+        "how a recipe has done, from its receipts; with two, side by side",
+        max_args=2,
+    ),
     "recipe export": Spec("/recipe export [NAME]", "the recipe as a file", max_args=1),
     "recipe import": Spec(
         "/recipe import", "send with a recipe file (.yaml, or a character card .json/.png)", True
@@ -139,7 +162,7 @@ def platform_commands() -> list[tuple[str, str, bool]]:
     for name, spec in SPECS.items():
         top = name.split()[0]
         summary = {
-            "recipe": "recipes: list, show, use, fork, set, diff, history, export",
+            "recipe": "recipes: list, show, use, fork, set, diff, history, record, publish, share",
             "schedule": "run a recipe here on a timetable: add, list, cancel",
         }.get(top, spec.summary)
         admin = menu[top][1] and spec.admin if top in menu else spec.admin

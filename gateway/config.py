@@ -75,6 +75,9 @@ class Config:
     providers: dict[str, Provider] = field(default_factory=dict, repr=False)
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
     models: ModelSettings = field(default_factory=ModelSettings)
+    # [records] judge: the model that labels whether agents challenged the person (track
+    # records' challenge rate); empty, the default, means no judge and no such figure.
+    judge: str = ""
 
     @property
     def config_file(self) -> Path:
@@ -151,6 +154,11 @@ relays = []
 # api_base = "http://127.0.0.1:11434/v1"    (or POTLUCK_MODELS_API_BASE; list it under
 #                                            [providers.openai] endpoints to say its key)
 
+[records]
+# Track records can say how often a recipe's agents challenged the person rather than agreed,
+# as judged by a model you name (any litellm id; it reads the exchanges' text). Off unless set.
+# judge = "openai/gpt-4o-mini"
+
 [sandbox]
 # Agents' tools run in sandboxes made by a separate broker process, the only one that talks
 # to the Docker engine. Unset, the gateway starts its own broker; a home server runs it as a
@@ -226,10 +234,21 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
             providers=_providers(data, secrets, env),
             sandbox=_sandbox(data.get("sandbox", {}), env),
             models=_models(data.get("models", {}), env),
+            judge=_judge(data.get("records", {}), env),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
+
+
+def _judge(section: Any, env: dict[str, str]) -> str:
+    """[records] judge, or POTLUCK_RECORDS_JUDGE."""
+    if not isinstance(section, dict) or set(section) - {"judge"}:
+        raise ConfigError("[records] takes one key: judge (a model id, e.g. openai/gpt-4o-mini)")
+    judge = env.get("POTLUCK_RECORDS_JUDGE", section.get("judge", ""))
+    if not isinstance(judge, str) or len(judge) > 255 or any(c.isspace() for c in judge):
+        raise ConfigError(f"[records] judge must be a model id, not {judge!r}")
+    return judge
 
 
 BUDGET_KEYS = ("room_usd", "user_usd", "room_tokens", "user_tokens")

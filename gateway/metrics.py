@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from .store.models import Publication, ReceiptRow, Room, Session, Spend
+from .store.models import Outbox, Publication, ReceiptRow, Room, Session, Spend
 
 
 def render(gateway: Any) -> str:
@@ -47,6 +47,7 @@ def render(gateway: Any) -> str:
         ("potluck_messages_in_total", "counter", "Messages received", gateway.counters["incoming"]),
         ("potluck_turns_total", "counter", "Agent turns", gateway.counters["turns"]),
         ("potluck_commands_total", "counter", "Commands handled", gateway.counters["commands"]),
+        ("potluck_reactions_total", "counter", "Reactions received", gateway.counters["reactions"]),
         (
             "potluck_refused_total",
             "counter",
@@ -64,5 +65,18 @@ def render(gateway: Any) -> str:
 
 
 def health(gateway: Any) -> str:
+    """One line for a monitor: the platforms connected, and whether the gateway is quiet
+    (no room handling a message, nothing waiting in the outbox) — what a deploy script or a
+    test waits for before calling a gateway idle."""
     adapters = ",".join(sorted(gateway.adapters)) or "none"
-    return f"ok adapters={adapters}\n"
+    busy = sum(not room.idle for room in gateway.rooms.all())
+    with gateway.store.session() as db:
+        undelivered = (
+            db.scalar(
+                select(func.count())
+                .select_from(Outbox)
+                .where(Outbox.state.in_(("pending", "streaming")))
+            )
+            or 0
+        )
+    return f"ok adapters={adapters} busy={busy} undelivered={undelivered}\n"

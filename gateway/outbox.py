@@ -171,14 +171,28 @@ class Delivery:
                 message.choices if last else (),
             )
             row_id = self._row(room_id, part, "pending")
-            message_id = str(await self._retry(lambda p=part: self.adapter.send(p)))
+            message_id = await self._deliver(row_id, lambda p=part: self.adapter.send(p))
             self._update(row_id, state="sent", platform_message_id=message_id, attempts=1)
             self.show(part.room, message_id, part)
             first = first or message_id
         return first
 
+    async def _deliver(self, row_id: int, action) -> str:  # type: ignore[no-untyped-def]
+        """Send a recorded row; a platform that refuses it for good (the bot was removed from
+        the room, the room deleted) marks it failed, so no later start tries it again."""
+        try:
+            return str(await self._retry(action))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._update(row_id, state="failed")
+            log.warning("%s refused a message for good (%s); marked failed", self.adapter.name, exc)
+            raise
+
     async def recover(self, room_ids: dict[int, str]) -> int:
-        """After a restart: cut-off notes on streams left open, and unsent rows sent."""
+        """After a restart: cut-off notes on streams left open, and unsent rows sent. A row
+        the platform refuses is marked failed and the rest go on: one room that no longer
+        takes messages must never keep the gateway from starting."""
         done = 0
         with self.store.session() as db:
             rows = db.scalars(
@@ -188,19 +202,27 @@ class Delivery:
                 )
             ).all()
         for row in rows:
-            payload = dict(row.payload)
-            message = from_payload(payload)
-            if row.state == "streaming" and row.platform_message_id:
-                cut = Outgoing(message.room, (message.text or "…") + CUT_NOTE, message.agent)
-                await self._retry(
-                    lambda c=cut, r=row: self.adapter.edit(c.room, r.platform_message_id, c)
-                )
-                self._update(row.id, state="cut", payload={**payload, "text": cut.text})
-            elif row.state == "pending":
-                message_id = str(await self._retry(lambda m=message: self.adapter.send(m)))
-                self._update(row.id, state="sent", platform_message_id=message_id)
+            try:
+                await self._recover_row(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._update(row.id, state="failed")
+                log.warning("could not recover outbox row %s (%s); marked failed", row.id, exc)
+                continue
             done += 1
         return done
+
+    async def _recover_row(self, row: Outbox) -> None:
+        payload = dict(row.payload)
+        message = from_payload(payload)
+        if row.state == "streaming" and row.platform_message_id:
+            cut = Outgoing(message.room, (message.text or "…") + CUT_NOTE, message.agent)
+            await self._retry(lambda: self.adapter.edit(cut.room, row.platform_message_id, cut))
+            self._update(row.id, state="cut", payload={**payload, "text": cut.text})
+        elif row.state == "pending":
+            message_id = str(await self._retry(lambda: self.adapter.send(message)))
+            self._update(row.id, state="sent", platform_message_id=message_id)
 
 
 class Stream:
@@ -216,6 +238,7 @@ class Stream:
         self.interval_s = interval_s
         self.text = ""
         self.message_id: str | None = None
+        self.more_ids: list[str] = []  # the messages a long turn continued in
         self.row_id: int | None = None
         self._last_edit = 0.0
         self._shown = ""
@@ -228,8 +251,8 @@ class Stream:
     async def open(self) -> None:
         placeholder = self._message("…")
         self.row_id = self.delivery._row(self.room_id, placeholder, "pending")
-        self.message_id = str(
-            await self.delivery._retry(lambda: self.delivery.adapter.send(placeholder))
+        self.message_id = await self.delivery._deliver(
+            self.row_id, lambda: self.delivery.adapter.send(placeholder)
         )
         self.delivery._update(self.row_id, state="streaming", platform_message_id=self.message_id)
         self.delivery.show(self.room, self.message_id, placeholder)
@@ -278,7 +301,7 @@ class Stream:
             lambda: self.delivery.adapter.edit(self.room, self.message_id, first)
         )
         for piece in pieces[1:]:
-            await self.delivery.send(self.room_id, self._message(piece))
+            self.more_ids.append(await self.delivery.send(self.room_id, self._message(piece)))
         if self.row_id is not None:
             self.delivery._update(self.row_id, state="sent", payload=to_payload(first))
             self.delivery.show(self.room, self.message_id, first, True, model)

@@ -14,6 +14,7 @@ from runtime.tools import ToolOutcome
 
 from .outbox import Delivery, Stream
 from .receipts.nostr import Event
+from .store.reactions import Reactions
 from .watch import Watch
 
 
@@ -55,8 +56,10 @@ class RoomOutlet:
         room_id: int,
         platform_room: str,
         watch: Watch,
+        reactions: Reactions | None = None,
     ) -> None:
         self.delivery = delivery
+        self.reactions = reactions  # where it notes which turn each message shows
         self.capabilities = capabilities
         self.room_id = room_id
         self.platform_room = platform_room
@@ -95,6 +98,14 @@ class RoomOutlet:
         await stream.finish(text, turn.model if turn.finish != "error" else None)
         if receipt is not None:
             await self.badge(stream.message_id, receipt)
+            if self.reactions is not None and stream.message_id:  # so 👍/👎 can name it
+                self.reactions.shown(
+                    self.delivery.adapter.name,
+                    self.platform_room,
+                    [stream.message_id, *stream.more_ids],
+                    receipt.id,
+                    receipt.tag_value("session") or "",
+                )
 
     async def tool_result(self, agent: str, outcome: ToolOutcome) -> None:
         """Rooms see what the agent makes of its tools' results, not the raw output."""

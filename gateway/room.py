@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import Incoming
+from adapters.base import Incoming, Reaction
 
 from .admission import Admission
 from .exchange import SHUT_DOWN, STOPPED, Conversation
@@ -27,15 +27,15 @@ log = logging.getLogger("potluck.room")
 
 @dataclass(frozen=True)
 class Work:
-    """One stored message waiting for its turn in the room."""
+    """One stored message (or reaction) waiting for its turn in the room."""
 
-    message_id: int
-    incoming: Incoming
+    message_id: int  # the stored row's id: a message's, or a reaction's
+    incoming: Incoming | Reaction
     admission: Admission
 
 
 Handler = Callable[["Room", Work], Awaitable[None]]
-Mark = Callable[[int, str], None]  # (message id, state): processing | handled | failed
+Mark = Callable[[int, str], None]  # (row id, state): processing | handled | failed
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Room:
     conversation: Conversation | None = None
     running: asyncio.Task[Any] | None = None  # the exchange in progress, which /stop cancels
     draining: bool = False  # shutting down: finish the message in hand, take no other
-    _queue: asyncio.Queue[Work] = field(default_factory=asyncio.Queue)
+    _queue: asyncio.Queue[tuple[Work, Handler, Mark]] = field(default_factory=asyncio.Queue)
     _worker: asyncio.Task[None] | None = None
     _busy: bool = False
 
@@ -59,15 +59,16 @@ class Room:
         return self._queue.empty() and not self._busy
 
     def enqueue(self, work: Work, handle: Handler, mark: Mark) -> None:
-        """Queue a stored message; the worker starts on first use, hands each message to
-        `handle` in order, and records its state with `mark` as it goes."""
-        self._queue.put_nowait(work)
+        """Queue stored work; the worker starts on first use, hands each item to its
+        `handle` in order, and records its state with its `mark` as it goes (messages and
+        reactions keep their states in their own tables)."""
+        self._queue.put_nowait((work, handle, mark))
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(handle, mark), name=f"room {self.key}")
+            self._worker = asyncio.create_task(self._work(), name=f"room {self.key}")
 
-    async def _work(self, handle: Handler, mark: Mark) -> None:
+    async def _work(self) -> None:
         while not self.draining:
-            work = await self._queue.get()
+            work, handle, mark = await self._queue.get()
             self._busy = True
             mark(work.message_id, "processing")
             try:

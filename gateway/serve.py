@@ -96,6 +96,7 @@ async def _web_room(config: Config, gateway: Gateway) -> None:
     from adapters.web import WebAdapter, load_token
 
     from . import metrics
+    from .records.web import RecordRoutes
     from .web_console import WebConsole
 
     def recipes() -> list[dict]:
@@ -121,7 +122,7 @@ async def _web_room(config: Config, gateway: Gateway) -> None:
         config.web_port,
         recipes,
         probes,
-        WebConsole(gateway).routes(),
+        WebConsole(gateway).routes() + RecordRoutes(gateway).routes(),
     )
     await gateway.add_adapter(room)
     # the URL carries the token: printed for the person, never logged
@@ -141,7 +142,11 @@ async def _serve(config: Config) -> None:
     gateway = await build(config, web=True, sandboxes=False)
     attaching = asyncio.create_task(_attach_sandboxes(gateway, config))
     scheduler, gateway.services.schedules = start_scheduler(
-        gateway.store, gateway.ledger.keys, gateway.intake
+        gateway.store,
+        gateway.ledger.keys,
+        gateway.intake,
+        library=gateway.library,
+        relays=tuple(config.relays),
     )
     web = gateway.adapters.get("web")
     if web is not None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from adapters.base import Adapter, Capabilities, Incoming
+from adapters.base import Adapter, Capabilities, Incoming, Reaction
 from runtime.models.client import Models
 
 from .admission import listed_admin
@@ -26,9 +26,11 @@ from .library import Library
 from .outbox import Delivery
 from .outlet import RoomOutlet
 from .receipts.ledger import Ledger
+from .records.verdicts import Verdicts
 from .room import Room, Rooms, Work
 from .store.db import Store
 from .store.messages import Messages
+from .store.reactions import Reactions
 from .store.rooms import room_ids
 from .watch import Watch
 
@@ -59,7 +61,17 @@ class Gateway:
         )
         self.services = Services(config, library, self.exchange, ledger, self.budgets, sandboxes)
         self.rooms = Rooms(store)
-        self.intake = Intake(config, self.messages, self.rooms, self.watch, self._handle)
+        self.reactions = Reactions(store)
+        self.verdicts = Verdicts(ledger, self.reactions, self.is_admin)
+        self.intake = Intake(
+            config,
+            self.messages,
+            self.rooms,
+            self.watch,
+            self._handle,
+            self.reactions,
+            self._react,
+        )
         self.adapters: dict[str, Adapter] = {}
         self.deliveries: dict[str, Delivery] = {}
         self._closed = False
@@ -96,12 +108,13 @@ class Gateway:
             room.room_id,
             room.platform_room,
             self.watch,
+            self.reactions,
         )
 
     async def _notify(self, room: Room, text: str) -> None:
         await self.outlet(room).notice(text)
 
-    async def is_admin(self, incoming: Incoming) -> bool:
+    async def is_admin(self, incoming: Incoming | Reaction) -> bool:
         """Admins by config, the machine's owner in local rooms, or the platform's own room
         admins; when the platform cannot say, no."""
         if listed_admin(self.config, incoming) or self.capabilities(incoming.platform).local_owner:
@@ -130,6 +143,12 @@ class Gateway:
         except Exception as exc:
             await outlet.notice(f"something went wrong: {exc}")
             raise
+
+    async def _react(self, room: Room, work: Work) -> None:
+        """The room worker's step for one reaction: counted as a verdict, or kept and said
+        why not (gateway/records/verdicts.py)."""
+        assert isinstance(work.incoming, Reaction)
+        await self.verdicts.handle(work.message_id, work.incoming)
 
     # -- stopping ----------------------------------------------------------------------------
 

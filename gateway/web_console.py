@@ -63,6 +63,9 @@ class WebConsole:
             web.get("/watch/ws", self.spectate),
             web.get("/api/receipts", self.receipts),
             web.get("/api/transcript", self.transcript),
+            web.get("/api/discover", self.discover),
+            web.get("/api/discover/lineage", self.discover_lineage),
+            web.post("/api/discover/fork", self.discover_fork),
         ]
 
     # -- recipes -----------------------------------------------------------------------------
@@ -199,4 +202,92 @@ class WebConsole:
             headers={
                 "Content-Disposition": f'attachment; filename="potluck-{session_id[:8]}.html"'
             },
+        )
+
+    # -- discover: recipes on the relays -------------------------------------------------------
+
+    def _relays(self) -> list[str]:
+        relays = list(self.gateway.config.relays)
+        if not relays:
+            raise web.HTTPConflict(
+                text=json.dumps(
+                    {"error": "no relays configured: list some under [receipts] relays"}
+                ),
+                content_type="application/json",
+            )
+        return relays
+
+    async def discover(self, request: web.Request) -> web.Response:
+        """Recipes found on the configured relays, by name or topic, with their links."""
+        from .receipts.nip19 import npub_encode
+        from .receipts.travel import FetchError, search
+        from .sharing import link_of_found
+
+        query = request.query.get("q", "").strip().lower()
+        topic = request.query.get("topic", "").strip().lower() or None
+        try:
+            found = await search(self._relays(), name=query or None, topic=topic)
+        except FetchError as exc:
+            return web.json_response({"error": str(exc)}, status=502)
+        return web.json_response(
+            [
+                {
+                    "name": f.name,
+                    "title": f.title,
+                    "author": npub_encode(f.author_pubkey),
+                    "version": f.version_id[:7],
+                    "topics": list(f.topics),
+                    "link": link_of_found(f),
+                }
+                for f in found
+            ]
+        )
+
+    async def discover_lineage(self, request: web.Request) -> web.Response:
+        """A found recipe's lineage across authors, and its forks by others."""
+        from .receipts.nip19 import npub_encode
+        from .receipts.travel import FetchError, fetch_recipe, forks, lineage
+
+        relays = self._relays()
+        try:
+            fetched = await fetch_recipe(request.query.get("link", ""), relays, public_hints=True)
+            walked = await lineage(fetched, relays, public_hints=True)
+            children = await forks(fetched.event.id, relays)
+        except FetchError as exc:
+            return web.json_response({"error": str(exc)}, status=502)
+
+        def entry(version) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+            return {
+                "ref": f"{version.recipe.name}@{version.version_id[:7]}",
+                "title": version.recipe.title,
+                "author": npub_encode(version.author_pubkey),
+            }
+
+        return web.json_response(
+            {
+                "lineage": [entry(v) for v in walked.versions],
+                "end": walked.reason,
+                "forks": [entry(v) for v in children],
+            }
+        )
+
+    async def discover_fork(self, request: web.Request) -> web.Response:
+        """Fork a found recipe in one click: fetched, checked, kept, forked under a name."""
+        from .sharing import FetchError, describe, take
+
+        body = await _body(request)
+        try:
+            taken = await take(
+                self.library, str(body.get("link", "")), self._relays(), from_chat=True
+            )
+            saved = self.library.fork(taken.saved.id, str(body.get("name", "")))
+        except FetchError as exc:
+            return web.json_response({"error": str(exc)}, status=502)
+        except RecipeError as exc:
+            return _problems(exc)
+        return web.json_response(
+            {
+                **self._summary(saved),
+                "from": describe(taken.saved.recipe, signer=taken.fetched.author_pubkey),
+            }
         )

@@ -18,11 +18,13 @@ from .mentions import addressed as _mentions
 from .models.client import CallParams, Completion, ModelError, Models
 from .recipes import Agent, Recipe
 from .tools import (
+    MAX_CALLS_PER_REPLY,
     MAX_TOOL_ROUNDS,
     Toolbox,
     ToolCall,
     ToolOutcome,
     instructions_for,
+    not_run,
     parse_native_calls,
     parse_text_calls,
     specs_for,
@@ -221,8 +223,13 @@ class Conductor:
                 notes.append(f"stopped after {MAX_TOOL_ROUNDS} rounds of tool use")
                 break
             results = []
-            for call in calls:
-                outcome = await self.toolbox.run(call)
+            for index, call in enumerate(calls):
+                if index < MAX_CALLS_PER_REPLY:
+                    outcome = await self.toolbox.run(call)
+                else:
+                    outcome = not_run(
+                        call, f"only {MAX_CALLS_PER_REPLY} tool calls run from one reply"
+                    )
                 outcomes.append(outcome)
                 results.append(outcome)
                 await listener.tool_result(agent, outcome)

@@ -15,6 +15,9 @@ from typing import Any, Protocol
 from .sandbox.results import ExecResult, SandboxError
 
 MAX_TOOL_ROUNDS = 4
+# Calls run from one reply; the rest are answered "not run". A reply is untrusted text: forty
+# ```run blocks must not hold a room's sandbox for forty time limits.
+MAX_CALLS_PER_REPLY = 8
 MAX_RESULT_CHARS = 6000
 
 SPECS: dict[str, list[dict[str, Any]]] = {
@@ -202,6 +205,11 @@ class SandboxToolbox:
         except (SandboxError, ValueError) as exc:
             return _refused(call, str(exc))
         return _refused(call, f"there is no tool called {call.name!r}")
+
+
+def not_run(call: ToolCall, why: str) -> ToolOutcome:
+    """A call answered without running it (the model is told why)."""
+    return _refused(call, why)
 
 
 def _refused(call: ToolCall, why: str) -> ToolOutcome:

@@ -5,10 +5,12 @@ discord.py connects to it unchanged: its REST base is the one setting Potluck ex
 It implements what Potluck uses, in Discord's documented shapes: HELLO / IDENTIFY / READY /
 GUILD_CREATE / heartbeats, close code 4014 for a privileged intent the application lacks,
 MESSAGE_CREATE, THREAD_CREATE, INTERACTION_CREATE (slash commands, autocomplete, buttons)
-and their callbacks, channel messages (send, edit, history with `after`), channel webhooks
-(create, list, execute with `wait` and `thread_id`, edit), command registration, members,
-files (multipart in, served back by URL), and 429 answers with `retry_after` on demand.
-Tests play the people by posting messages and interactions.
+and their callbacks, MESSAGE_REACTION_ADD / _REMOVE (sent only to a connection that asked
+for the Guild Message Reactions intent, as Discord does), channel messages (send, edit,
+history with `after`), channel webhooks (create, list, execute with `wait` and `thread_id`,
+edit), command registration, members, files (multipart in, served back by URL), and 429
+answers with `retry_after` on demand. Tests play the people by posting messages,
+interactions and reactions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ VIEW_SEND_READ = (1 << 10) | (1 << 11) | (1 << 16) | (1 << 38)  # view, send, hi
 MANAGE_GUILD = 1 << 5
 MANAGE_WEBHOOKS = 1 << 29
 MESSAGE_CONTENT_INTENT = 1 << 15
+GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
 GATEWAY_MESSAGE_CONTENT = 1 << 19  # application flag: the intent is enabled
 
 
@@ -77,6 +80,7 @@ class FakeDiscord:
         self.limited: list[str] = []
         self.requests: list[str] = []
         self.sockets: list[web.WebSocketResponse] = []
+        self.intents: dict[int, int] = {}  # id(socket) → the intents it identified with
         self.identified = asyncio.Event()
         self.seq = 0
         self.url = ""
@@ -191,6 +195,26 @@ class FakeDiscord:
         self.messages[thread_id] = []
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread_id
+
+    async def react(
+        self, message_id: str, user: dict[str, Any], emoji: str = "👍", remove: bool = False
+    ) -> None:
+        """A person adds (or removes) a reaction on a message, in Discord's event shapes."""
+        posted = self.find(message_id)
+        data: dict[str, Any] = {
+            "user_id": user["id"],
+            "channel_id": posted.data["channel_id"],
+            "message_id": message_id,
+            "guild_id": self.guild_id,
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        if not remove:  # only additions carry the member and the message's author
+            data["member"] = self._member(user)
+            data["message_author_id"] = posted.data["author"]["id"]
+        event = "MESSAGE_REACTION_REMOVE" if remove else "MESSAGE_REACTION_ADD"
+        await self.dispatch(event, data, intent=GUILD_MESSAGE_REACTIONS_INTENT)
 
     def _interaction(
         self, kind: int, channel: str, user: dict[str, Any], data: dict[str, Any]
@@ -308,10 +332,13 @@ class FakeDiscord:
 
     # -- the gateway WebSocket --------------------------------------------------------------
 
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+    async def dispatch(self, event: str, data: dict[str, Any], intent: int = 0) -> None:
+        """Send an event to every connection (that identified with `intent`, if given)."""
         self.seq += 1
         frame = json.dumps({"op": 0, "t": event, "s": self.seq, "d": data})
         for socket in list(self.sockets):
+            if intent and not self.intents.get(id(socket), 0) & intent:
+                continue
             if not socket.closed:
                 await socket.send_str(frame)
 
@@ -393,6 +420,7 @@ class FakeDiscord:
                     await socket.close(code=4014, message=b"Disallowed intent(s).")
                     break
                 self.sockets.append(socket)
+                self.intents[id(socket)] = identify["intents"]
                 self.seq += 1
                 await socket.send_json(
                     {

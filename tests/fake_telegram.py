@@ -6,7 +6,9 @@ concurrent poller gets 409, `sendMessage`, `editMessageText` (400 "message is no
 modified"), `deleteMessage`, `setMyCommands` per scope, `getChatMember`, and 429 with
 `retry_after` on demand; `setWebhook` / `deleteWebhook`, after which updates are POSTed to
 the webhook one at a time with the secret header, and kept (redelivered) until one is
-answered with 2xx. Tests play the people by queuing updates.
+answered with 2xx. `message_reaction` updates (a person's reactions on a message, old and
+new) are delivered only to a bot that asked for them in `allowed_updates`, as Telegram
+does; the rest of an unwanted kind are dropped. Tests play the people by queuing updates.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.webhook: dict[str, Any] = {}
         self.pushed: list[int] = []  # update ids the webhook acknowledged
+        # Telegram's default when a bot never said: everything but these
+        self.allowed_updates: set[str] | None = None
+        self.dropped: list[int] = []  # update ids not delivered: a kind the bot did not ask for
         self._pusher: asyncio.Task[None] | None = None
         self.url = ""
 
@@ -147,6 +152,51 @@ class FakeTelegram:
         self.next_update += 1
         self._arrived.set()
 
+    def react(
+        self,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        new: list[str],
+        old: list[str] | None = None,
+        *,
+        name: str = "someone",
+    ) -> None:
+        """A person changes their reactions on a message (`old` → `new` emoji)."""
+        self.updates.append(
+            {
+                "update_id": self.next_update,
+                "message_reaction": {
+                    "chat": {"id": chat_id, "type": "supergroup", "title": "kitchen"},
+                    "message_id": message_id,
+                    "user": {"id": user_id, "is_bot": False, "first_name": name, "username": name},
+                    "date": int(time.time()),
+                    "old_reaction": [{"type": "emoji", "emoji": e} for e in old or []],
+                    "new_reaction": [{"type": "emoji", "emoji": e} for e in new],
+                },
+            }
+        )
+        self.next_update += 1
+        self._arrived.set()
+
+    def _wanted(self, update: dict[str, Any]) -> bool:
+        kind = next(k for k in update if k != "update_id")
+        if self.allowed_updates is None:
+            return kind not in ("chat_member", "message_reaction", "message_reaction_count")
+        return kind in self.allowed_updates
+
+    def _drop_unwanted(self) -> None:
+        self.dropped += [u["update_id"] for u in self.updates if not self._wanted(u)]
+        self.updates = [u for u in self.updates if self._wanted(u)]
+
+    def _ask(self, params: dict[str, Any]) -> None:
+        """`allowed_updates` as a bot sends it (a JSON list); absent keeps the last one."""
+        wanted = params.get("allowed_updates")
+        if isinstance(wanted, str):
+            wanted = json.loads(wanted)
+        if isinstance(wanted, list):
+            self.allowed_updates = set(wanted) or None
+
     def from_bot(self, chat_id: int) -> list[Sent]:
         return [s for s in self.sent.values() if s.chat_id == chat_id]
 
@@ -203,6 +253,7 @@ class FakeTelegram:
 
     async def api_setWebhook(self, params: dict[str, Any]) -> web.Response:
         self.webhook = {"url": params["url"], "secret": params.get("secret_token", "")}
+        self._ask(params)
         if self._pusher is None or self._pusher.done():
             self._pusher = asyncio.create_task(self._push())
         self._arrived.set()
@@ -216,6 +267,7 @@ class FakeTelegram:
         """Deliver to the webhook in order; an update stays queued until acknowledged."""
         async with aiohttp.ClientSession() as session:
             while self.webhook:
+                self._drop_unwanted()
                 if not self.updates:
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
@@ -245,10 +297,12 @@ class FakeTelegram:
         if self.polling:
             return self.error(409, "Conflict: terminated by other getUpdates request")
         self.polling = True
+        self._ask(params)
         try:
             offset = int(params.get("offset") or 0)
             if offset:
                 self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            self._drop_unwanted()
             deadline = time.monotonic() + float(params.get("timeout") or 0)
             while not self.updates and time.monotonic() < deadline:
                 self._arrived.clear()
@@ -256,6 +310,7 @@ class FakeTelegram:
                     await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
                 except TimeoutError:
                     break
+                self._drop_unwanted()
             return self.ok(self.updates[: int(params.get("limit") or 100)])
         finally:
             self.polling = False

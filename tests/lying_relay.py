@@ -14,7 +14,7 @@ from typing import Any
 
 import websockets
 
-from .conftest import free_port
+from .support import free_port
 
 
 @dataclass

@@ -10,11 +10,9 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.serve import build
 
-from .conftest import Synapse, until
 from .fake_discord import FakeDiscord
 from .fake_telegram import FakeTelegram
-from .test_discord import by
-from .test_matrix import Person, make_home, room_with
+from .support import Person, Synapse, by, make_home, room_with, until
 
 CHAT, ALICE = -100777, 11
 

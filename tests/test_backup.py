@@ -32,8 +32,7 @@ from runtime.models.client import Models
 from runtime.recipes import validate_data
 
 from .capped import run_capped
-from .conftest import ECHO_DUO, until
-from .test_gateway_core import MemoryPlatform
+from .support import ECHO_DUO, MemoryPlatform, until
 
 SLOW = {
     **ECHO_DUO,

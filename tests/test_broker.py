@@ -32,8 +32,7 @@ from runtime.recipes.schema import SandboxPolicy
 from runtime.sandbox import NotMine, SandboxError, protocol
 from runtime.sandbox.wire import read_message
 
-from .conftest import ROOT, until
-from .test_sandbox import BrokerProcess, brokers, engine  # noqa: F401  (fixtures)
+from .support import ROOT, BrokerProcess, engine, until
 
 EXEC = {"op": "exec", "room": "room", "argv": ["true"]}
 
@@ -67,7 +66,7 @@ async def refusal(path: Path, *sends: bytes | dict[str, Any], wait: float = 30) 
 
 
 @pytest.fixture
-def broker(brokers: Callable[..., BrokerProcess]) -> BrokerProcess:  # noqa: F811
+def broker(brokers: Callable[..., BrokerProcess]) -> BrokerProcess:
     return brokers()
 
 
@@ -153,7 +152,7 @@ async def test_a_request_that_never_ends_is_dropped(broker: BrokerProcess) -> No
 
 
 async def test_idle_connections_are_bounded_then_dropped(
-    brokers: Callable[..., BrokerProcess],  # noqa: F811
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
     broker = brokers(args=("--max-connections", "8"))
     assert (await broker.client().health()).engine_ok  # served: no slot is taken now
@@ -173,7 +172,7 @@ async def test_idle_connections_are_bounded_then_dropped(
 
 
 async def test_floods_of_connections_and_commands_stay_bounded_and_correct(
-    brokers: Callable[..., BrokerProcess],  # noqa: F811
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
     broker = brokers(args=("--max-connections", "32"))
     client = broker.client()
@@ -324,7 +323,7 @@ async def test_containers_and_volumes_it_did_not_create_are_not_mine(
 
 
 async def test_a_greedy_recipe_is_capped_and_told(
-    brokers: Callable[..., BrokerProcess],  # noqa: F811
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
     import docker
 
@@ -354,7 +353,7 @@ async def test_a_greedy_recipe_is_capped_and_told(
 
 
 async def test_more_cpus_than_the_engine_has_are_capped_not_a_docker_error(
-    brokers: Callable[..., BrokerProcess],  # noqa: F811
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
     import docker
 
@@ -371,7 +370,7 @@ async def test_more_cpus_than_the_engine_has_are_capped_not_a_docker_error(
 
 
 async def test_sigterm_stops_the_broker_cleanly_with_a_command_in_flight(
-    brokers: Callable[..., BrokerProcess],  # noqa: F811
+    brokers: Callable[..., BrokerProcess],
 ) -> None:
     broker = brokers(grace_s=2)
     client = broker.client()

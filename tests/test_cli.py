@@ -6,23 +6,11 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .test_sillytavern import V2
-
-POTLUCK = [sys.executable, "-m", "gateway"]
-
-
-def potluck(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "POTLUCK_HOME": str(home)}
-    env.pop("POTLUCK_DATABASE_URL", None)
-    done = subprocess.run([*POTLUCK, *args], env=env, capture_output=True, text=True, timeout=60)
-    if ok:
-        assert done.returncode == 0, done.stderr
-    return done
+from .support import POTLUCK, V2, potluck
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +50,7 @@ def test_list_fork_set_diff_history_export(home: Path, tmp_path: Path) -> None:
     diff = potluck(home, "recipe", "diff", "code-review", "mine").stdout
     assert "~ name: code-review → mine" in diff and "openai/gpt-5" in diff
     history = potluck(home, "recipe", "history", "mine").stdout.splitlines()
-    assert len(history) == 3 and history[-1].startswith("← code-review@")
+    assert len(history) == 3 and history[-1].lstrip().startswith("← code-review@")
     out = tmp_path / "mine.yaml"
     potluck(home, "recipe", "export", "mine", "-o", str(out))
     validated = potluck(home, "recipe", "validate", str(out)).stdout

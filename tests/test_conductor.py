@@ -18,6 +18,8 @@ from runtime.models import scripted
 from runtime.models.client import Models
 from runtime.recipes import Agent, validate_data
 
+from .support import until
+
 SEEN: dict[str, list[list[dict[str, Any]]]] = {}
 
 
@@ -248,8 +250,7 @@ async def test_stop_cancels_an_in_flight_call_within_a_second() -> None:
     r = recipe([{"name": "a", "model": slow}], max_rounds=1)
     listener = Recorder()
     task = asyncio.create_task(Conductor(r, Models(retries=0)).respond(person("go"), listener))
-    while not listener.streamed.get("a"):
-        await asyncio.sleep(0.05)
+    await until(lambda: listener.streamed.get("a"), what="the turn to stream")
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, missing
-from .test_sandbox import engine
+from .support import ROOT, engine, free_port, missing
 
 DEPLOY = ROOT / "deploy"
 SOCKET = "/run/potluck/broker.sock"
@@ -162,8 +161,6 @@ def test_compose_runs_the_gateway_beside_its_broker_and_both_stop_cleanly(
     through the broker, the web room on loopback with its token, then SIGTERM through
     `stop` and a clean drain in both services' logs."""
     import urllib.request
-
-    from .conftest import free_port
 
     if shutil.which("docker-compose") is None:
         missing("docker-compose (`make test` installs it)")

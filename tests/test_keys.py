@@ -20,8 +20,8 @@ from runtime.models.client import CallParams, ModelError, Models
 from runtime.models.keys import PLACEHOLDER_KEY, Endpoint, Provider, normalise_endpoint
 from runtime.recipes import validate_data
 
-from .conftest import ROOT
 from .fake_providers import FakeProvider
+from .support import ROOT
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 CONFIG_KEY = "sk-config-key-0123456789abcdef"

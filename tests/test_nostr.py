@@ -24,7 +24,7 @@ from gateway.receipts.nostr import (
     sign_event,
 )
 
-from .conftest import SHARED_VECTORS, VECTORS
+from .support import SHARED_VECTORS, VECTORS
 
 PUBKEY = "3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d"
 

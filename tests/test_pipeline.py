@@ -23,7 +23,15 @@ from gateway.store.rooms import update_settings
 from runtime.models.client import Models
 from runtime.recipes import validate_data
 
-from .test_gateway_core import ECHO, MemoryPlatform, said, settle
+from .support import (
+    ECHO,
+    ECHO_DUO,
+    MemoryPlatform,
+    engine,
+    running,
+    said,
+    settle,
+)
 
 CRITIC = validate_data(
     {
@@ -237,8 +245,6 @@ def test_potluck_run_and_a_room_sign_the_same_exchange_alike(tmp_path: Path) -> 
     recipe = tmp_path / "duo.yaml"
     from runtime.recipes import to_yaml
 
-    from .conftest import ECHO_DUO
-
     recipe.write_text(to_yaml(validate_data(ECHO_DUO)))
     done = runner.invoke(cli, ["--home", str(home_dir), "run", str(recipe), "ping"])
     assert done.exit_code == 0, done.output
@@ -270,7 +276,6 @@ def _shape(event_json: str) -> tuple[str, ...]:
 async def test_a_room_is_told_why_a_model_ran_without_a_key(tmp_path: Path) -> None:
     """A recipe (here set by a room admin in chat) points its agent at a server of its own:
     the install's key does not go there, the answer still comes, and the room hears why."""
-    from .conftest import running
     from .fake_providers import FakeProvider
 
     fake = FakeProvider()
@@ -321,8 +326,6 @@ async def test_a_recipe_asking_for_more_than_the_install_allows_is_capped_and_to
 ) -> None:
     """Through the real broker: the room hears which of the recipe's requests were capped,
     and the container it gets is the install's ceiling, not the recipe's wish."""
-    from .conftest import running
-    from .test_sandbox import engine
 
     engine()
     write_key_file(tmp_path / "gateway.key", KeyPair.generate())

@@ -12,33 +12,11 @@ from gateway.receipts.chain import Link, RecipeRef, receipt, reveal_matches, ver
 from gateway.receipts.endings import Ending
 from gateway.receipts.keys import KeyPair
 from gateway.receipts.ledger import Ledger, LedgerError
-from gateway.receipts.nostr import Event
 from gateway.store.models import ReceiptRow, Room
 from gateway.store.models import Session as SessionRow
 from gateway.store.rooms import ensure_room, start_session
 
-
-def conversation(ledger: Ledger, sid: str) -> None:
-    ledger.person(sid, "web:alice", "What is 2+2? \x01 é 😀")
-    ledger.turn(
-        sid,
-        agent="assistant",
-        model="local/smollm2-135m",
-        text="4.",
-        tokens_in=20,
-        tokens_out=2,
-        cost_usd=0.0,
-    )
-    ledger.tool(
-        sid,
-        agent="assistant",
-        tool="shell",
-        command="echo $((2+2))",
-        exit_code=0,
-        output="4\n",
-        wall_ms=12,
-    )
-    ledger.close(sid, Ending.COMPLETED)
+from .support import conversation, exchange, resigned
 
 
 def test_a_session_chain_verifies_and_commits_instead_of_revealing(world) -> None:
@@ -155,38 +133,6 @@ def test_chain_continues_across_a_restart(world, tmp_path) -> None:
 
 
 # -- format v2: endings, counts, restarts, and v1 alongside ----------------------------------
-
-
-def exchange(ledger: Ledger, sid: str, ending: Ending, *, killed: str | None = None) -> None:
-    ledger.person(sid, "web:alice", "go")
-    ledger.turn(
-        sid,
-        agent="assistant",
-        model="local/smollm2-135m",
-        text="ok",
-        tokens_in=7,
-        tokens_out=2,
-        cost_usd=0.000125,
-    )
-    ledger.tool(
-        sid,
-        agent="assistant",
-        tool="shell",
-        command="true",
-        exit_code=137 if killed else 0,
-        output="",
-        wall_ms=40,
-        killed=killed,
-    )
-    ledger.end_exchange(sid, ending, "as scripted")
-
-
-def resigned(ledger: Ledger, event: Event, **changes) -> Event:
-    """The same event with changed content fields, signed again by the same key: a forger
-    with the key still cannot make the counts disagree with the events unnoticed."""
-    body = json.loads(event.content) | changes
-    content = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return ledger.signer.sign(event.created_at, event.kind, [list(t) for t in event.tags], content)
 
 
 def test_endings_and_counts_are_signed_and_recomputed(world) -> None:

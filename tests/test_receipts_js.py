@@ -14,8 +14,7 @@ from gateway.receipts.nostr import Event
 from gateway.receipts.share import STATIC, session_entries, verifier_scripts
 from gateway.receipts.transcript import Entry, transcript_html
 
-from .test_receipts import exchange, resigned
-from .test_web import launch
+from .support import exchange, launch, resigned
 
 
 def page_for(entries: list[Entry], pubkey: str, path: Path) -> Path:

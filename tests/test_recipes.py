@@ -24,16 +24,7 @@ from runtime.recipes.files import bundled_recipes, read_recipe_file
 from runtime.recipes.loader import MAX_PROBLEMS
 
 from .capped import run_capped
-from .conftest import ROOT
-
-MINIMAL = """\
-potluck: 1
-name: tiny
-title: Tiny
-agents:
-  - name: helper
-    persona: You help.
-"""
+from .support import MINIMAL, ROOT
 
 
 def problems(text: str) -> list:

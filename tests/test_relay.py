@@ -13,7 +13,7 @@ from gateway.receipts.publisher import publication_counts, publish_pending
 from gateway.receipts.relay import RelayClient
 from gateway.store.rooms import ensure_room, start_session, update_settings
 
-from .test_receipts import conversation
+from .support import conversation, until
 
 
 async def stored_on(url: str, pubkey: str) -> list:
@@ -101,8 +101,6 @@ async def test_nip42_auth_when_the_relay_requires_it(world, relay_factory):
 
 async def test_the_gateways_scheduler_publishes_on_its_own(world, relay_factory):
     from gateway.scheduler import start_scheduler
-
-    from .conftest import until
 
     store, ledger, _session, _solo = world
     relay = relay_factory()

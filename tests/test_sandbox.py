@@ -15,10 +15,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,10 +37,8 @@ from runtime.sandbox.policy import (
     workspace_path,
 )
 
-from .conftest import ROOT, missing, until
+from .support import ROOT, WORKSPACE_BYTES, BrokerProcess, until
 
-WORKSPACE_SIZE = "64m"
-WORKSPACE_BYTES = 64 * 1024 * 1024
 TIGHT = SandboxPolicy(memory="128m", pids=64, cpus=0.5, exec_timeout_s=3)
 # Prints a forged copy of the old wrapper's result line, tries to kill its parent (the old
 # wrapper), leaves a `setsid` daemon behind and exits 3.
@@ -50,138 +47,6 @@ FORGE = (
     "printf '\\n\\036potluck-exec 0 0 0\\n' >&2; "
     "kill -9 $(ps -o ppid= -p $PPID) 2>/dev/null; exit 3"
 )
-
-
-def engine() -> object:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except Exception:
-        missing("a Docker engine (deploy/engine.sh starts one)")
-    try:
-        client.images.get("potluck-sandbox:default")
-    except Exception:
-        missing("the sandbox image (`potluck sandbox build`)")
-    return client
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-class BrokerProcess:
-    """`potluck sandbox broker` for one test install, as its own process."""
-
-    def __init__(
-        self,
-        home: Path,
-        settings: dict[str, str],
-        env: dict[str, str],
-        args: tuple[str, ...] = (),
-    ) -> None:
-        self.home = home
-        self.args = args
-        self.socket = home / "broker.sock"
-        self.log = home / "broker.log"
-        self.env = {
-            **env,
-            "POTLUCK_HOME": str(home),
-            "PYTHONPATH": str(ROOT),
-            "POTLUCK_SANDBOX_WORKSPACE": WORKSPACE_SIZE,
-            **{f"POTLUCK_SANDBOX_{k.upper()}": str(v) for k, v in settings.items()},
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def install(self) -> str:
-        from gateway.config import load_config
-
-        return load_config(env=self.env).install_id
-
-    def start(self, grace_s: float = 5.0) -> BrokerProcess:
-        self.home.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "gateway", "sandbox", "broker"]
-        argv += ["--socket", str(self.socket), "--mode", "600", "--grace", str(grace_s)]
-        argv += self.args
-        self.process = subprocess.Popen(
-            argv, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while not _answers(self.socket):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the broker exited: {self.log.read_text()[-3000:]}")
-            assert time.monotonic() < deadline, "the broker did not listen within 60 s"
-            time.sleep(0.05)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def client(self) -> BrokerClient:
-        return BrokerClient(self.socket)
-
-    def containers(self) -> list:  # type: ignore[type-arg]
-        import docker
-
-        label = f"io.potluck.install={self.install}"
-        return docker.from_env().containers.list(all=True, filters={"label": label})
-
-    def clean(self) -> None:
-        """Remove what this install left on the engine and the host (loop devices too)."""
-        import docker
-
-        from runtime.sandbox.workspace import Workspaces
-
-        client = docker.from_env()
-        install = self.install
-        for container in self.containers():
-            container.remove(force=True)
-        spaces = Workspaces(client, install, self.home / "state", WORKSPACE_BYTES)
-        label = f"io.potluck.install={install}"
-        for volume in client.volumes.list(filters={"label": label}):
-            spaces.remove((volume.attrs.get("Labels") or {}).get("io.potluck.room", ""))
-
-
-@pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
-    """Starts brokers for this test (settings are [sandbox] keys); stops and cleans them."""
-    engine()
-    made: list[BrokerProcess] = []
-
-    def make(
-        env: dict[str, str] | None = None,
-        args: tuple[str, ...] = (),
-        grace_s: float = 5.0,
-        **settings: str,
-    ) -> BrokerProcess:
-        home = tmp_path / f"home{len(made)}"
-        broker = BrokerProcess(home, settings, {**os.environ, **(env or {})}, args)
-        made.append(broker)
-        return broker.start(grace_s)
-
-    yield make
-    for broker in made:
-        broker.stop()
-        broker.clean()
-
-
-@pytest.fixture
-async def sandboxes(brokers: Callable[..., BrokerProcess]) -> AsyncIterator[BrokerClient]:
-    yield brokers().client()
 
 
 # -- the pure policy -------------------------------------------------------------------------

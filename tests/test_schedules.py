@@ -23,8 +23,7 @@ from gateway.store.models import Session
 from runtime.models.client import Models
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO
-from .test_gateway_core import ECHO, MemoryPlatform, said, settle
+from .support import ECHO, ECHO_DUO, MemoryPlatform, said, settle
 
 
 def test_timetables_in_words_or_cron() -> None:

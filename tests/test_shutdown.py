@@ -4,11 +4,9 @@ restart, and nothing is answered twice. The platform is the local Telegram Bot A
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,8 +17,8 @@ from gateway.store.db import Store
 from gateway.store.models import Message, Outbox
 from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, serve, until
 from .fake_telegram import FakeTelegram
+from .support import ECHO_DUO, quiet_process, serve, until
 
 CHAT, ALICE = -100555, 11
 SLOW = {
@@ -63,11 +61,9 @@ async def test_sigterm_mid_stream_cuts_off_cleanly_and_loses_nothing(tmp_path: P
             what=lambda: log.read_text()[-2000:],
         )
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
+        await until(lambda: '"stopping"' in log.read_text(), what="the drain to begin")
         telegram.say(CHAT, ALICE, "said during the drain", name="alice")
-        started = time.monotonic()
-        while process.poll() is None and time.monotonic() - started < 30:
-            await asyncio.sleep(0.1)
+        await until(lambda: process.poll() is not None, what="serve to exit after SIGTERM")
         assert process.returncode == 0, log.read_text()[-3000:]
         assert "stopped cleanly" in log.read_text()
         records = [json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{"]
@@ -87,7 +83,7 @@ async def test_sigterm_mid_stream_cuts_off_cleanly_and_loses_nothing(tmp_path: P
             what=lambda: [s.text[-40:] for s in telegram.from_bot(CHAT)],
             timeout=60,
         )
-        await asyncio.sleep(1.0)
+        await quiet_process(log)  # nothing more is coming
         texts = [s.text for s in telegram.from_bot(CHAT)]
         assert not any("cut off by a restart" in t for t in texts)  # it was a clean stop
         assert sum("tick199" in t for t in texts) == 1  # answered once, the cut one not redone

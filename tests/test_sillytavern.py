@@ -13,27 +13,7 @@ import pytest
 from runtime.recipes import RecipeError, import_card, version_id
 
 from .capped import run_capped
-
-V2 = {
-    "spec": "chara_card_v2",
-    "spec_version": "2.0",
-    "data": {
-        "name": "Señor Búho",
-        "description": "{{char}} is a wise old owl who lives in {{user}}'s attic.",
-        "personality": "patient, dry humour",
-        "scenario": "Late at night.",
-        "first_mes": "Hoo. You are up late, {{user}}.",
-        "mes_example": "<START>\n{{user}}: hi\n{{char}}: Hoo.",
-        "creator_notes": "A gentle night-time companion.",
-        "system_prompt": "",
-        "post_history_instructions": "",
-        "tags": ["Animals", "Cozy"],
-        "creator": "someone",
-        "character_version": "1",
-        "alternate_greetings": [],
-        "extensions": {},
-    },
-}
+from .support import V2
 
 
 def png_with(chunks: dict[str, bytes]) -> bytes:

@@ -13,7 +13,7 @@ from gateway.store.db import Store
 from gateway.store.models import Base, Message, Room
 from runtime.recipes import RecipeError, parse_recipe
 
-from .test_recipes import MINIMAL
+from .support import MINIMAL
 
 
 @pytest.fixture
@@ -43,8 +43,29 @@ def test_migrations_match_the_models(store: Store) -> None:
 
 
 def test_migrate_twice_is_harmless(database_url: str) -> None:
-    Store(database_url).close()
-    Store(database_url).close()
+    """A second start migrates nothing and loses nothing: one version row, at the head,
+    and what the first start stored is still there."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from gateway.store.db import MIGRATIONS
+    from gateway.store.rooms import ensure_room
+
+    first = Store(database_url)
+    room = ensure_room(first, "web", "kept")
+    first.close()
+    second = Store(database_url)
+    try:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with second.engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        assert versions == [head]
+        assert ensure_room(second, "web", "kept") == room
+    finally:
+        second.close()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:

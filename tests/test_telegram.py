@@ -8,59 +8,35 @@ from pathlib import Path
 
 import pytest
 
-from gateway.library import Library
-from gateway.receipts.keys import KeyPair, write_key_file
-from gateway.store.db import Store
-from runtime.recipes import validate_data
-
-from .conftest import ECHO_DUO, until
-from .conftest import running as gateway
 from .fake_telegram import FakeTelegram
-
-CHAT, ALICE, BOB = -100123, 11, 22
+from .support import TG_ALICE, TG_BOB, TG_CHAT, settle, telegram_home, until
+from .support import running as gateway
 
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[FakeTelegram]:
     server = FakeTelegram()
     await server.start()
-    server.admins.add(ALICE)
+    server.admins.add(TG_ALICE)
     yield server
     await server.stop()
 
 
-def home(tmp: Path, server: FakeTelegram) -> dict[str, str]:
-    write_key_file(tmp / "gateway.key", KeyPair.generate())
-    env = {
-        "POTLUCK_HOME": str(tmp),
-        "POTLUCK_TELEGRAM_TOKEN": server.token,
-        "POTLUCK_TELEGRAM_BASE_URL": f"{server.url}/bot",
-        "POTLUCK_TELEGRAM_BASE_FILE_URL": f"{server.url}/file/bot",
-        "POTLUCK_ALLOWED_ROOMS": f"telegram:{CHAT}",
-    }
-    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
-    library = Library(store)
-    library.sync_bundled()
-    library.save(validate_data(ECHO_DUO))
-    store.close()
-    return env
-
-
 def texts(server: FakeTelegram) -> list[str]:
-    return [s.text for s in server.from_bot(CHAT)]
+    return [s.text for s in server.from_bot(TG_CHAT)]
 
 
 async def test_a_group_runs_a_recipe_with_streaming_and_refuses_non_admins(
     telegram: FakeTelegram, tmp_path: Path
 ) -> None:
-    env = home(tmp_path, telegram)
+    env = telegram_home(tmp_path, telegram)
     async with gateway(env):
         assert "recipe" in telegram.commands["all_group_chats"]
         assert "recipe" in telegram.commands["all_chat_administrators"]
-        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
+        telegram.say(TG_CHAT, TG_ALICE, "/recipe use duo", name="alice")
         await until(lambda: any("now runs duo@" in t for t in texts(telegram)), what="attach")
         telegram.rate_limit["editMessageText"] = 1  # a 429 in the middle of the stream
-        telegram.say(CHAT, BOB, "hello agents", name="bob")
+        telegram.say(TG_CHAT, TG_BOB, "hello agents", name="bob")
         answers = await until(
             lambda: (
                 [
@@ -73,33 +49,34 @@ async def test_a_group_runs_a_recipe_with_streaming_and_refuses_non_admins(
             what=lambda: texts(telegram),
         )
         assert answers
-        streamed = [s for s in telegram.from_bot(CHAT) if s.edits]
+        streamed = [s for s in telegram.from_bot(TG_CHAT) if s.edits]
         assert streamed and all(s.text.endswith("hello agents") for s in streamed[:1])
         assert "editMessageText" in telegram.calls
-        telegram.say(CHAT, BOB, "/recipe use debate", name="bob")
+        telegram.say(TG_CHAT, TG_BOB, "/recipe use debate", name="bob")
         await until(lambda: any("only room admins" in t for t in texts(telegram)), what="refusal")
-        telegram.say(CHAT, BOB, "/help", name="bob")
+        telegram.say(TG_CHAT, TG_BOB, "/help", name="bob")
         await until(lambda: any("privacy mode" in t for t in texts(telegram)), what="help")
 
 
 async def test_a_restart_neither_loses_nor_repeats_a_message(
     telegram: FakeTelegram, tmp_path: Path
 ) -> None:
-    env = home(tmp_path, telegram)
+    env = telegram_home(tmp_path, telegram)
     async with gateway(env):
-        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
-        telegram.say(CHAT, BOB, "first message", name="bob")
+        telegram.say(TG_CHAT, TG_ALICE, "/recipe use duo", name="alice")
+        telegram.say(TG_CHAT, TG_BOB, "first message", name="bob")
         await until(
             lambda: sum("first message" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
         )
-    telegram.say(CHAT, BOB, "said while the gateway was down", name="bob")
-    async with gateway(env):
+    telegram.say(TG_CHAT, TG_BOB, "said while the gateway was down", name="bob")
+    async with gateway(env) as gw:
         await until(
             lambda: sum("while the gateway was down" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
         )
-        await asyncio.sleep(1.0)
+        await until(lambda: not telegram.updates, what="every update confirmed by the bot")
+        await settle(gw)  # nothing more is coming: updates confirmed, rooms idle, outbox drained
     # not answered again (later echoes may quote it, so count only its own answers)
     assert sum("first message" in t and "down" not in t for t in texts(telegram)) == 2
     assert sum("while the gateway was down" in t for t in texts(telegram)) == 2
@@ -111,25 +88,25 @@ async def test_forum_topics_are_rooms_and_unchanged_edits_are_tolerated(
     from adapters.base import Outgoing
     from adapters.telegram import TelegramAdapter, TelegramSettings, chat_and_thread, room_of
 
-    assert room_of(CHAT, 5, is_forum=True) == f"{CHAT}:5"
-    assert room_of(CHAT, 5, is_forum=False) == str(CHAT)
-    assert chat_and_thread(f"{CHAT}:5") == (CHAT, 5)
+    assert room_of(TG_CHAT, 5, is_forum=True) == f"{TG_CHAT}:5"
+    assert room_of(TG_CHAT, 5, is_forum=False) == str(TG_CHAT)
+    assert chat_and_thread(f"{TG_CHAT}:5") == (TG_CHAT, 5)
     adapter = TelegramAdapter(
         TelegramSettings(telegram.token, base_url=f"{telegram.url}/bot"), [("help", "h", False)]
     )
     await adapter.connect()
     try:
-        message_id = await adapter.send(Outgoing(f"{CHAT}:5", "hi", agent="critic"))
+        message_id = await adapter.send(Outgoing(f"{TG_CHAT}:5", "hi", agent="critic"))
         assert telegram.sent[int(message_id)].thread == 5
-        same = Outgoing(f"{CHAT}:5", "hi", agent="critic")
-        await adapter.edit(f"{CHAT}:5", message_id, same)  # 400 "not modified": no error
+        same = Outgoing(f"{TG_CHAT}:5", "hi", agent="critic")
+        await adapter.edit(f"{TG_CHAT}:5", message_id, same)  # 400 "not modified": no error
         telegram.rate_limit["sendMessage"] = 1
         from adapters.base import RateLimited
 
         with pytest.raises(RateLimited) as limited:
-            await adapter.send(Outgoing(str(CHAT), "again"))
+            await adapter.send(Outgoing(str(TG_CHAT), "again"))
         assert limited.value.retry_after == 1
-        telegram.say(CHAT, BOB, "@potluck_bot are you there?", thread=5, forum=True)
+        telegram.say(TG_CHAT, TG_BOB, "@potluck_bot are you there?", thread=5, forum=True)
         seen: list = []
 
         async def collect(incoming) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +116,7 @@ async def test_forum_topics_are_rooms_and_unchanged_edits_are_tolerated(
 
         await adapter.start(collect, cursor, None)
         await until(lambda: seen, what="the topic message")
-        assert seen[0].room == f"{CHAT}:5" and seen[0].mentions_bot
+        assert seen[0].room == f"{TG_CHAT}:5" and seen[0].mentions_bot
     finally:
         await adapter.stop()
 
@@ -147,25 +124,25 @@ async def test_forum_topics_are_rooms_and_unchanged_edits_are_tolerated(
 async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_documents(
     telegram: FakeTelegram, tmp_path: Path
 ) -> None:
-    env = home(tmp_path, telegram)
+    env = telegram_home(tmp_path, telegram)
     async with gateway(env):
-        telegram.say(CHAT, ALICE, "/recipe use", name="alice")
+        telegram.say(TG_CHAT, TG_ALICE, "/recipe use", name="alice")
         picker = await until(
-            lambda: next((s for s in telegram.from_bot(CHAT) if s.buttons), None), what="picker"
+            lambda: next((s for s in telegram.from_bot(TG_CHAT) if s.buttons), None), what="picker"
         )
         assert ("Echo duo", "/recipe use duo") in picker.buttons
-        telegram.press(CHAT, ALICE, picker.message_id, "/recipe use duo")
+        telegram.press(TG_CHAT, TG_ALICE, picker.message_id, "/recipe use duo")
         await until(lambda: any("now runs duo@" in t for t in texts(telegram)), what="attach")
         assert telegram.answered  # the button press was acknowledged
-        telegram.press(CHAT, BOB, picker.message_id, "/recipe use debate")  # not an admin
+        telegram.press(TG_CHAT, TG_BOB, picker.message_id, "/recipe use debate")  # not an admin
         await until(lambda: any("only room admins" in t for t in texts(telegram)), what="refusal")
 
-        telegram.say(CHAT, ALICE, "/sandbox reset", name="alice")
+        telegram.say(TG_CHAT, TG_ALICE, "/sandbox reset", name="alice")
         confirm = await until(
             lambda: next(
                 (
                     s
-                    for s in telegram.from_bot(CHAT)
+                    for s in telegram.from_bot(TG_CHAT)
                     if ("Yes, reset it", "/sandbox reset confirm") in s.buttons
                 ),
                 None,
@@ -174,9 +151,9 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         )
         assert "deleted" in confirm.text
 
-        telegram.say(CHAT, ALICE, "/recipe export", name="alice")
+        telegram.say(TG_CHAT, TG_ALICE, "/recipe export", name="alice")
         exported = await until(
-            lambda: next((s for s in telegram.from_bot(CHAT) if s.document), None), what="file"
+            lambda: next((s for s in telegram.from_bot(TG_CHAT) if s.document), None), what="file"
         )
         name, data = exported.document
         assert name == "duo.yaml" and b"name: duo" in data
@@ -184,13 +161,13 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         card = data.replace(b"name: duo", b"name: duo-copy").replace(
             b"title: Echo duo", b"title: Copy"
         )
-        telegram.post_file(CHAT, ALICE, "duo-copy.yaml", card, "/recipe import", user="alice")
+        telegram.post_file(TG_CHAT, TG_ALICE, "duo-copy.yaml", card, "/recipe import", user="alice")
         await until(
             lambda: any("imported duo-copy@" in t for t in texts(telegram)),
             what=lambda: texts(telegram),
         )
         telegram.post_file(
-            CHAT, ALICE, "broken.yaml", b"potluck: 1\nname: [", "/recipe import", user="alice"
+            TG_CHAT, TG_ALICE, "broken.yaml", b"potluck: 1\nname: [", "/recipe import", user="alice"
         )
         await until(
             lambda: any("broken.yaml" in t for t in texts(telegram)), what=lambda: texts(telegram)
@@ -209,14 +186,14 @@ async def test_webhook_mode_checks_the_secret_and_redelivers_what_was_missed(
         port = probe.getsockname()[1]
     hook = f"http://127.0.0.1:{port}/telegram/hook"
     env = {
-        **home(tmp_path, telegram),
+        **telegram_home(tmp_path, telegram),
         "POTLUCK_TELEGRAM_WEBHOOK_URL": hook,
         "POTLUCK_TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
     }
     async with gateway(env):
         assert telegram.webhook["url"] == hook and len(telegram.webhook["secret"]) >= 32
-        telegram.say(CHAT, ALICE, "/recipe use duo", name="alice")
-        telegram.say(CHAT, BOB, "by webhook", name="bob")
+        telegram.say(TG_CHAT, TG_ALICE, "/recipe use duo", name="alice")
+        telegram.say(TG_CHAT, TG_BOB, "by webhook", name="bob")
         await until(
             lambda: sum("by webhook" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
@@ -228,8 +205,8 @@ async def test_webhook_mode_checks_the_secret_and_redelivers_what_was_missed(
                 "message_id": 1,
                 "date": 0,
                 "text": "/stop",
-                "chat": {"id": CHAT, "type": "group"},
-                "from": {"id": BOB, "is_bot": False, "first_name": "bob"},
+                "chat": {"id": TG_CHAT, "type": "group"},
+                "from": {"id": TG_BOB, "is_bot": False, "first_name": "bob"},
             },
         }
         async with aiohttp.ClientSession() as session:
@@ -238,13 +215,14 @@ async def test_webhook_mode_checks_the_secret_and_redelivers_what_was_missed(
             headers = {"X-Telegram-Bot-Api-Secret-Token": "guess"}
             async with session.post(hook, json=forged, headers=headers) as response:
                 assert response.status == 403
-    telegram.say(CHAT, BOB, "while the hook was down", name="bob")  # queued, retried
+    telegram.say(TG_CHAT, TG_BOB, "while the hook was down", name="bob")  # queued, retried
     await asyncio.sleep(0.5)
-    async with gateway(env):
+    async with gateway(env) as gw:
         await until(
             lambda: sum("while the hook was down" in t for t in texts(telegram)) >= 2,
             what=lambda: texts(telegram),
         )
-        await asyncio.sleep(1.0)
+        await until(lambda: not telegram.updates, what="every update confirmed by the bot")
+        await settle(gw)  # nothing more is coming: updates confirmed, rooms idle, outbox drained
     assert sum("by webhook" in t and "down" not in t for t in texts(telegram)) == 2
     assert len(telegram.pushed) == len(set(telegram.pushed)) == 3

@@ -10,7 +10,7 @@ from gateway.receipts.endings import Ending
 from gateway.receipts.share import share_html
 from gateway.receipts.transcript import _script_json
 
-from .test_web import ARTIFACTS, launch
+from .support import ARTIFACTS, launch
 
 HOSTILE_TEXTS = [
     "<!-- a comment --> and --> alone",  # (a later `-->` would undo the next one)

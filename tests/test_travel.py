@@ -346,6 +346,8 @@ async def test_publishing_retries_a_relay_that_comes_back(installs, relay_factor
         await asyncio.to_thread(relay.start)
 
     starting = asyncio.create_task(later())
-    sent = await publish_recipe([va], [relay.url], attempts=6, pause=lambda n: 0.5)
+    # retried every half second for up to a minute: however slowly the relay starts here,
+    # the publish must outlast the outage, not a guess at its length
+    sent = await publish_recipe([va], [relay.url], attempts=120, pause=lambda n: 0.5)
     await starting
     assert sent[relay.url].ok and sent[relay.url].accepted == [va.id]

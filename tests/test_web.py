@@ -4,49 +4,14 @@ a real headless Chromium, with the embedded local model answering."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.config import load_config
-from gateway.library import Library
-from gateway.receipts.keys import KeyPair, write_key_file
 from gateway.receipts.kinds import AGENT_TURN, PERSON_MESSAGE
-from gateway.serve import build
-from gateway.store.db import Store
-from runtime.recipes import validate_data
 
-from .conftest import ECHO_DUO, ROOT, missing
-
-ARTIFACTS = ROOT / "artifacts"
-
-
-@contextlib.asynccontextmanager
-async def web_room(tmp: Path) -> AsyncIterator[Any]:
-    async with web_gateway(tmp) as gateway:
-        yield gateway.adapters["web"]
-
-
-@contextlib.asynccontextmanager
-async def web_gateway(tmp: Path) -> AsyncIterator[Any]:
-    write_key_file(tmp / "gateway.key", KeyPair.generate())
-    store = Store(f"sqlite:///{tmp / 'potluck.db'}")
-    library = Library(store)
-    library.sync_bundled()
-    library.save(validate_data(ECHO_DUO))
-    store.close()
-    config = load_config(env={"POTLUCK_HOME": str(tmp), "POTLUCK_WEB_PORT": "0"})
-    gateway = await build(config, web=True)
-    try:
-        yield gateway
-    finally:
-        await gateway.close()
-        gateway.store.close()
+from .support import ARTIFACTS, ROOT, MemoryPlatform, launch, web_gateway, web_room
 
 
 async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: Path) -> None:
@@ -96,30 +61,6 @@ async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: 
             assert all("hi <b>there</b>" in texts[i] for i in agents)
             assert all(signed[i]["kind"] == AGENT_TURN for i in agents)
             assert any(e["kind"] == PERSON_MESSAGE for e in signed.values())  # the person's line
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        missing("Debian's chromium (`make test` installs it)")
-    return path  # type: ignore[return-value]
-
-
-async def launch(pw: Any) -> Any:
-    """Debian's Chromium, headless, nothing fetched from the network."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    return await pw.chromium.launch(
-        executable_path=chromium(),
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
 
 
 async def test_a_person_talks_to_several_agents_in_a_real_browser(tmp_path: Path) -> None:
@@ -327,8 +268,6 @@ async def test_watch_shows_a_room_on_another_platform_live_and_read_only(
     from playwright.async_api import async_playwright
 
     from adapters.base import Incoming
-
-    from .test_gateway_core import MemoryPlatform
 
     async with web_gateway(tmp_path) as gateway, async_playwright() as pw:
         platform = MemoryPlatform()  # stands in for a Matrix/Telegram/Discord room

@@ -4,7 +4,15 @@
 commands on it.
 """
 
-from . import conversation, operations, receipts, recipes, sandbox  # noqa: F401  (registers)
+from . import (  # noqa: F401  (each registers its commands)
+    conversation,
+    operations,
+    receipts,
+    recipes,
+    records,
+    sandbox,
+    sharing,
+)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

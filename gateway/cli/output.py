@@ -19,8 +19,9 @@ def one_line(text: str) -> str:
     return terminal_safe(text, one_line=True)
 
 
-def emit_data(text: str) -> None:
-    """A file's text on stdout (YAML, JSON lines): exact bytes into a pipe or a file
-    (`> my.yaml`), inert characters on a terminal, where a person reads it."""
-    stream = click.get_text_stream("stdout")
-    click.echo(terminal_safe(text) if stream.isatty() else text, nl=False)
+def emit_data(text: str, err: bool = False) -> None:
+    """A file's text on stdout (YAML, JSON lines; a sandboxed command's output), or stderr
+    with `err`: exact bytes into a pipe or a file (`> my.yaml`), inert characters on a
+    terminal, where a person reads it."""
+    stream = click.get_text_stream("stderr" if err else "stdout")
+    click.echo(terminal_safe(text) if stream.isatty() else text, nl=False, err=err)

@@ -129,13 +129,14 @@ def recipe_diff(context: Context, old: str, new: str) -> None:
 @click.argument("ref")
 @pass_context
 def recipe_history(context: Context, ref: str) -> None:
-    """The lineage of a version, back to its origin."""
-    for index, item in enumerate(context.library.lineage(ref)):
-        arrow = "  " if index == 0 else "← "
-        if isinstance(item, str):
-            say(f"{arrow}{item[:7]} (not in this store: forked from elsewhere)")
-        else:
-            say(f"{arrow}{one_line(item.ref)}  {item.origin}  {one_line(item.recipe.title)}")
+    """The lineage of a version, back to its origin: through this install's library, then
+    across installs as far as the configured relays know."""
+    import asyncio
+
+    from ..sharing import history
+
+    for line in asyncio.run(history(context.library, context.config.relays, ref)):
+        say(one_line(line))
 
 
 @recipe.command("export")

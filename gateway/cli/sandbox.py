@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .app import Context, _fail, cli, pass_context
+from .output import emit_data
 
 # -- sandbox -----------------------------------------------------------------------------------
 
@@ -92,8 +93,8 @@ def sandbox_broker(
     """Hold the Docker engine's socket and offer sandboxes, by intent, on a Unix socket.
     The only Potluck process that talks to the engine (see deploy/)."""
     from runtime.sandbox.broker import BrokerError, serve
+    from runtime.sandbox.containers import Sandboxes
     from runtime.sandbox.engine import EngineError
-    from runtime.sandbox.manager import Sandboxes
 
     from .. import logs
 
@@ -160,8 +161,8 @@ def sandbox_exec(context: Context, room: str, command: str) -> None:
         return await client.exec(room, command)
 
     result = _through_broker(context, work)
-    click.echo(result.stdout, nl=False)
-    click.echo(result.stderr, nl=False, err=True)
+    emit_data(result.stdout)  # what a sandboxed process printed: hostile to a terminal
+    emit_data(result.stderr, err=True)
     click.secho(result.summary(), dim=True, err=True)
     sys.exit(result.exit_code if 0 <= result.exit_code < 256 else 1)
 

@@ -15,7 +15,15 @@ from runtime.recipes import RecipeError
 from ..commands import CommandError
 from ..outlet import Outlet
 from ..room import Room, Work
-from . import recipes, sandbox, schedules, session  # noqa: F401  (each registers its commands)
+from ..sharing import FetchError
+from . import (  # noqa: F401  (each registers its commands)
+    recipes,
+    records,
+    sandbox,
+    schedules,
+    session,
+    sharing,
+)
 from .context import Request, Services, conversation_of
 from .schedules import scheduled_run
 from .table import HANDLERS, check_complete
@@ -57,5 +65,5 @@ async def handle(
     request = Request(services, room, incoming, command, outlet, capabilities, is_admin)
     try:
         await HANDLERS[command.name](request)
-    except RecipeError as exc:  # a recipe problem is the person's to fix: say exactly what
+    except (RecipeError, FetchError) as exc:  # the person's to fix: say exactly what
         await request.say(str(exc))

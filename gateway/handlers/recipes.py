@@ -7,12 +7,17 @@ head, which every other room's `/recipe use NAME` reads, moves only by the insta
 
 from __future__ import annotations
 
+import asyncio
+
 from adapters.base import Attachment
 from runtime.recipes import diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
 
 from ..library import Saved
+from ..sharing import history
 from .context import Request
+from .records import record_line
+from .sharing import fetched, is_link, taken_summary
 from .table import handles
 
 
@@ -55,7 +60,8 @@ async def recipe_show(req: Request) -> None:
     agents = "\n".join(f"  {a.name}: {a.model}" for a in saved.recipe.agents)
     await req.say(
         f"{saved.ref} — {saved.recipe.title}\n{saved.recipe.description}\n"
-        f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}"
+        f"protocol: {saved.recipe.protocol.kind}\nagents:\n{agents}\n"
+        + record_line(req.services, saved)
     )
 
 
@@ -66,8 +72,18 @@ async def recipe_use(req: Request) -> None:
         heads = library.heads()
         await req.say(
             "Pick a recipe (or type /recipe use NAME):\n"
-            + "\n".join(f"  {s.recipe.name} — {s.recipe.title}" for s in heads),
+            + "\n".join(
+                f"  {s.recipe.name} — {s.recipe.title} ({record_line(req.services, s)})"
+                for s in heads
+            ),
             choices=tuple((s.recipe.title, f"/recipe use {s.recipe.name}") for s in heads),
+        )
+        return
+    if is_link(req.args[0]):  # a stranger's recipe: fetched, checked, shown before use
+        taken = await fetched(req, req.args[0])
+        await req.say(
+            taken_summary(req, taken) + f"\nAttach it here with /recipe use {taken.saved.ref}",
+            choices=(("Attach it", f"/recipe use {taken.saved.ref}"),),
         )
         return
     saved = library.get(req.args[0])
@@ -79,6 +95,14 @@ async def recipe_use(req: Request) -> None:
 @handles("recipe fork")
 async def recipe_fork(req: Request) -> None:
     source, new_name = req.args
+    if is_link(source):
+        taken = await fetched(req, source)
+        await req.say(
+            taken_summary(req, taken)
+            + f"\nFork it here with /recipe fork {taken.saved.ref} {new_name}",
+            choices=(("Fork it", f"/recipe fork {taken.saved.ref} {new_name}"),),
+        )
+        return
     saved = req.services.library.fork(source, new_name)
     await _attach(req, saved, "the room forked its recipe")
     await req.say(
@@ -111,12 +135,8 @@ async def recipe_diff(req: Request) -> None:
 @handles("recipe history")
 async def recipe_history(req: Request) -> None:
     ref = req.args[0] if req.args else req.conversation().saved.id
-    chain = req.services.library.lineage(ref)
-    await req.say(
-        "\n".join(
-            f"{'  ' * i}← {s.ref if isinstance(s, Saved) else s}" for i, s in enumerate(chain)
-        )
-    )
+    relays = req.services.config.relays
+    await req.say("\n".join(await history(req.services.library, relays, ref, from_chat=True)))
 
 
 @handles("recipe export")
@@ -140,7 +160,8 @@ async def recipe_import(req: Request) -> None:
         return
     file = req.incoming.attachments[0]
     library = req.services.library
-    recipe = recipe_from_bytes(file.data, file.name)
+    # a card of several MiB is parsed off the event loop: every other room keeps going
+    recipe = await asyncio.to_thread(recipe_from_bytes, file.data, file.name)
     existed = library.has(recipe.name)
     saved = library.keep(recipe, "import")
     if existed and library.get(recipe.name).id != saved.id:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from adapters.base import Incoming
 from runtime.conductor import Ending
 
-from ..admission import MISSED_EVENT, SCHEDULER
+from ..admission import NOTICE_EVENT, SCHEDULER
 from ..exchange import Said
 from ..outlet import Outlet
 from ..room import Room
@@ -67,8 +67,9 @@ async def schedule_add(req: Request) -> None:
 
 async def scheduled_run(services: Services, room: Room, incoming: Incoming, outlet: Outlet) -> None:
     """A fired schedule: its recipe answers its text in a side session, then the session
-    closes with the exchange's ending. A run missed while the gateway was down is told."""
-    if incoming.event_id.startswith(MISSED_EVENT):
+    closes with the exchange's ending. The gateway's own notices (a run missed while it was
+    down, a newer version of the room's recipe) are said."""
+    if incoming.event_id.startswith(NOTICE_EVENT):
         await outlet.notice(incoming.text)
         return
     recipe_ref = incoming.event_id.split(":")[2]

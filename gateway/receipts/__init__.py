@@ -33,8 +33,10 @@ Every v2 event carries `["format", "2"]`. Kinds (kinds.py) sit in unassigned ran
 
 filters.py documents the REQ filters that find all of it on a relay; audit.py is what a
 third party runs with one event id; travel.py publishes, fetches and walks recipes.
-For track records (issue 16): per exchange and session figures are in exchange ends and
-close marks; reactions (NIP-25) reference agent turns by id with `p` = gateway and
-`k` = "4741"; a record per version fits NIP-85's event assertion (kind 30383, `d` = the
-version event id); a judge's verdict fits a NIP-32 label event (1985) on a turn.
+Track records (gateway/records/) read exchange ends and close marks for their counts; a
+person's verdict is a NIP-25 reaction (kind 7) the gateway signs as witness, on an agent
+turn (`e` with its author, `p` = gateway, `k` = "4741") and naming the session (`E`), a
+changed or withdrawn one deleted by NIP-09 (kind 5); a judge's verdict is a NIP-32 label
+(kind 1985) on an exchange end; a published record is a NIP-85 event assertion (kind 30383,
+`d` = the version event id) committing to exactly which sessions it counts.
 """

@@ -454,14 +454,15 @@ class Ledger:
         event, relay = found
         return ParentRef(parent_vid, event.id, event.pubkey, relay or self._hint(()))
 
-    def recipe_pointer(self, name: str) -> Event:
-        """This install's "latest version" pointer for a recipe: names the library's current
-        version of `name`, signed anew only when that changed. A recipe this install runs
-        unchanged from another author has no pointer of ours: LedgerError says so."""
+    def recipe_pointer(self, name: str, saved: Any = None) -> Event:
+        """This install's "latest version" pointer for a recipe: names `saved` (by default
+        the library's current version of `name`), signed anew only when that changed. A
+        recipe this install runs unchanged from another author has no pointer of ours:
+        LedgerError says so."""
         from ..library import Library
 
         with self._lock:
-            version = self.recipe_version(Library(self.store).get(name))
+            version = self.recipe_version(saved or Library(self.store).get(name))
             if version.pubkey != self.signer.pubkey:
                 raise LedgerError(
                     f"{name} is {version.pubkey[:12]}…'s recipe, unchanged here: share their "

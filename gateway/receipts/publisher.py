@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.sql.functions import coalesce
 
 from ..store.db import Store
-from ..store.models import Publication, ReceiptRow, RecipeEvent, now
+from ..store.models import Publication, ReceiptRow, RecipeEvent, RecordEvent, now
 from .keys import KeyPair
 from .nostr import Event, parse_event, sign_event
 from .relay import AUTH_KIND, RelayClient, RelayError, fetch_info
@@ -71,22 +71,26 @@ async def _publish_to(
     store: Store, keys: KeyPair, relay: str, timeout: float, force: bool, result: PublishResult
 ) -> None:
     with store.session() as db:
-        # A publication names a receipt or a recipe event (a version the receipts point at,
-        # which goes first, so a reader never finds a reference before what it names).
+        # A publication names a receipt, a recipe event (a version the receipts point at,
+        # which goes first, so a reader never finds a reference before what it names) or a
+        # track-record event (a verdict on a receipt, which goes after the receipts).
         query = (
             select(
                 Publication.event_id,
-                coalesce(RecipeEvent.event_json, ReceiptRow.event_json),
+                coalesce(RecipeEvent.event_json, ReceiptRow.event_json, RecordEvent.event_json),
                 Publication.attempts,
             )
             .outerjoin(ReceiptRow, ReceiptRow.id == Publication.event_id)
             .outerjoin(RecipeEvent, RecipeEvent.id == Publication.event_id)
+            .outerjoin(RecordEvent, RecordEvent.id == Publication.event_id)
             .where(Publication.relay == relay, Publication.state == "pending")
             .order_by(
                 RecipeEvent.id.is_(None),
                 RecipeEvent.signed_at,
+                RecordEvent.id.is_not(None),
                 ReceiptRow.created_at,
                 ReceiptRow.seq,
+                RecordEvent.created_at,
             )
             .limit(BATCH)
         )

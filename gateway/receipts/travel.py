@@ -58,10 +58,38 @@ class Fetched:
         )
 
 
-def relays_to_ask(hints: Sequence[str], configured: Sequence[str]) -> list[str]:
-    """A link's relay hints (ws/wss URLs only, at most MAX_HINTS) before the configured
-    relays, each once."""
+def public_hint(url: str) -> bool:
+    """Whether a relay hint from a stranger's link may be asked from a chat room: a `wss`
+    URL to a named or public host. A link pasted in a chat must not make the gateway
+    connect to its own machine or network (`ws://127.0.0.1:…`, `wss://10.0.0.5`)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  (a malformed port raises here)
+    except ValueError:
+        return False
+    if parts.scheme != "wss" or not host or parts.username or parts.password:
+        return False
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." in host  # a DNS name
+    return address.is_global
+
+
+def relays_to_ask(
+    hints: Sequence[str], configured: Sequence[str], *, public_only: bool = False
+) -> list[str]:
+    """A link's relay hints (ws/wss URLs only, at most MAX_HINTS; with `public_only`, only
+    `public_hint`s) before the configured relays, each once."""
     wanted = [h for h in hints if h.startswith(("wss://", "ws://")) and len(h) <= 255]
+    if public_only:
+        wanted = [h for h in wanted if public_hint(h)]
     out: list[str] = []
     for relay in [*wanted[:MAX_HINTS], *configured]:
         if relay and relay not in out:
@@ -152,11 +180,14 @@ async def _publish_one(
 # -- fetching ------------------------------------------------------------------------------
 
 
-async def fetch_recipe(link: str, relays: Sequence[str], *, timeout: float = TIMEOUT) -> Fetched:
+async def fetch_recipe(
+    link: str, relays: Sequence[str], *, timeout: float = TIMEOUT, public_hints: bool = False
+) -> Fetched:
     """The recipe version a `nevent`, `naddr`, `note` or hex id points at, from the link's
     relay hints and the configured relays, checked all the way down; FetchError says why
     not. An `naddr` names an author's latest version: only a version by that same author
-    is accepted."""
+    is accepted. With `public_hints`, hints that name a local or private host are ignored
+    (links pasted in chat rooms)."""
     try:
         parsed = parse_link(link)
     except ValueError as exc:
@@ -166,7 +197,7 @@ async def fetch_recipe(link: str, relays: Sequence[str], *, timeout: float = TIM
         if pointer.kind is not None and pointer.kind != kinds.RECIPE_VERSION:
             what = kinds.NAMES.get(pointer.kind, f"a kind {pointer.kind} event")
             raise FetchError(f"the link points at a {what}, not a recipe version")
-        where = relays_to_ask(pointer.relays, relays)
+        where = relays_to_ask(pointer.relays, relays, public_only=public_hints)
         return await fetch_version(pointer.event_id, where, author=pointer.author, timeout=timeout)
     address: Address = parsed.address  # type: ignore[assignment]
     if address.kind != kinds.RECIPE_LATEST:
@@ -174,11 +205,11 @@ async def fetch_recipe(link: str, relays: Sequence[str], *, timeout: float = TIM
             f"the link is an address of kind {address.kind}, not a Potluck recipe "
             f"({kinds.RECIPE_LATEST})"
         )
-    where = relays_to_ask(address.relays, relays)
+    where = relays_to_ask(address.relays, relays, public_only=public_hints)
     latest = await fetch_pointer(address, where, timeout=timeout)
     found = await fetch_version(
         latest.version_event_id,
-        relays_to_ask([latest.relay], where),
+        relays_to_ask([latest.relay], where, public_only=public_hints),
         author=address.pubkey,
         timeout=timeout,
     )
@@ -306,9 +337,11 @@ async def lineage(
     *,
     timeout: float = TIMEOUT,
     max_steps: int = MAX_LINEAGE,
+    public_hints: bool = False,
 ) -> Lineage:
     """Walk `forked_from` back across authors: by exact event where the fork named one,
-    by version id where it did not."""
+    by version id where it did not. With `public_hints`, a relay a version names for its
+    parent is asked only if it is a public `wss` host (see `public_hint`)."""
     steps = [fetched]
     seen = {fetched.event.id}
     current = fetched
@@ -318,7 +351,7 @@ async def lineage(
             return Lineage(steps, "too long", f"stopped after {max_steps} versions", parent)
         try:
             if parent.event_id:
-                where = relays_to_ask([parent.relay], relays)
+                where = relays_to_ask([parent.relay], relays, public_only=public_hints)
                 found = await fetch_version(
                     parent.event_id, where, author=parent.author_pubkey, timeout=timeout
                 )

@@ -194,3 +194,84 @@ class Spend(Base):
     tokens: Mapped[int] = mapped_column(Integer)
     cost_usd: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+# -- track records (issue 16): people's verdicts and the events that witness them -----------
+
+
+class TurnMessage(Base):
+    """Which signed agent turn a platform message shows (written as the turn is shown), so a
+    reaction on that message can name the receipt it judges. A long turn split into several
+    messages has one row per message."""
+
+    __tablename__ = "turn_messages"
+    __table_args__ = (
+        UniqueConstraint("platform", "message_id", "room"),
+        Index("ix_turn_messages_receipt", "receipt_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    room: Mapped[str] = mapped_column(String(255))  # the platform's room (thread, topic)
+    message_id: Mapped[str] = mapped_column(String(255))
+    receipt_id: Mapped[str] = mapped_column(String(64))  # the agent turn's event id
+    session_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ReactionRow(Base):
+    """A person's reaction on a platform, stored before it is acted on (the unique key stops
+    doubles), with what came of it: counted, ignored (not a vote, not an agent turn) or
+    refused, and why."""
+
+    __tablename__ = "reactions"
+    __table_args__ = (
+        UniqueConstraint("platform", "room", "event_id"),
+        Index("ix_reactions_session_voter", "session_id", "voter"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"))
+    platform: Mapped[str] = mapped_column(String(16))
+    room: Mapped[str] = mapped_column(String(255))
+    event_id: Mapped[str] = mapped_column(String(255))
+    sender: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(255))  # the platform message reacted to
+    emoji: Mapped[str] = mapped_column(String(64))
+    added: Mapped[bool] = mapped_column(Boolean)  # False: a reaction taken back
+    undoes: Mapped[str | None] = mapped_column(String(255))  # the reaction event taken back
+    vote: Mapped[int | None] = mapped_column(Integer)  # +1, -1; None: not a vote
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    voter: Mapped[str | None] = mapped_column(String(64))  # the person's salted hash
+    receipt_id: Mapped[str | None] = mapped_column(String(64))  # the agent turn judged
+    live: Mapped[bool] = mapped_column(Boolean, default=False)  # still standing on the platform
+    state: Mapped[str] = mapped_column(String(16), default="received")
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Vote(Base):
+    """The one counted vote of a person in a session, and the signed reaction event (NIP-25)
+    that witnesses it; a changed vote replaces it, a removed one deletes it."""
+
+    __tablename__ = "votes"
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    voter: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(64))
+    receipt_id: Mapped[str] = mapped_column(String(64))
+    insider: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class RecordEvent(Base):
+    """Events the track records rest on, beside the receipts: people's verdicts (NIP-25
+    reactions and NIP-09 deletions, signed by the gateway as witness), a judge's labels
+    (NIP-32) and published records (NIP-85 assertions), stored exactly as signed."""
+
+    __tablename__ = "record_events"
+    __table_args__ = (Index("ix_record_events_session_kind", "session_id", "kind"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the event id
+    kind: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    subject: Mapped[str | None] = mapped_column(String(64))  # the event it is about
+    event_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

@@ -93,3 +93,14 @@ def room_ids(store: Store, platform: str) -> dict[int, str]:
             r.id: r.platform_room_id
             for r in db.scalars(select(Room).where(Room.platform == platform))
         }
+
+
+def attached_versions(store: Store) -> list[tuple[str, str, str]]:
+    """(platform, platform room id, attached version id) of every room with a recipe."""
+    with store.session() as db:
+        rows = db.execute(
+            select(Room.platform, Room.platform_room_id, Room.recipe_version_id).where(
+                Room.recipe_version_id.is_not(None)
+            )
+        ).all()
+    return [(platform, room, version) for platform, room, version in rows]

@@ -180,7 +180,7 @@ def card_to_recipe(card: Any, source: str = "<card>", model: str = "local/smollm
         characters, text <= MAX_TEXT), and cut to a recipe's MAX_TEXT."""
         return re.sub(
             r"\{\{\s*char\s*\}\}",
-            name,
+            lambda _match: name,  # the name as written: `\1` in it is text, not a group
             re.sub(r"\{\{\s*user\s*\}\}", "the user", text, flags=re.I),
             flags=re.I,
         )[:MAX_TEXT]

@@ -1,6 +1,6 @@
 """Hardened Docker sandboxes, one warm container per room, so agents break nothing.
 
-The engine side (manager.py, behind broker.py) alone talks to Docker; the gateway holds a
+The engine side (containers.py, behind broker.py) alone talks to Docker; the gateway holds a
 BrokerClient (client.py) that asks for operations by intent over a Unix socket.
 """
 
@@ -24,7 +24,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # The engine side imports docker; the gateway's side must not need it.
     if name == "Sandboxes":
-        from .manager import Sandboxes
+        from .containers import Sandboxes
 
         return Sandboxes
     if name == "BrokerClient":

@@ -3,7 +3,7 @@
 It offers the gateway the operations sandboxes need, by intent, over the typed protocol of
 protocol.py on a Unix socket, and nothing else: there is no request that names an image, a
 user, a mount, an option or a container. It builds every container and exec itself from
-the install's ceilings (manager.py, policy.py), whatever the gateway asks.
+the install's ceilings (containers.py, policy.py), whatever the gateway asks.
 
 Bounded by construction: a connection carries one request; its first frame must arrive
 within REQUEST_TIMEOUT_S and each data frame within FRAME_TIMEOUT_S; frames are capped in
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
-from .manager import Output, Sandboxes
+from .containers import Output, Sandboxes
 from .protocol import DATA_CHUNK, ProtocolError
 from .results import Ended, SandboxError
 from .wire import read_message, write_message
