@@ -40,6 +40,14 @@ KEYLESS_OK: Mapping[str, tuple[str, ...]] = {
     "hosted_vllm": ("HOSTED_VLLM_API_KEY",),
 }
 
+# Providers whose "official endpoint" (litellm's default base) is a port on this machine:
+# whoever listens there gets the call, so a configured key goes there only if the install
+# lists that very base (a local user could be squatting the port of a remote Ollama).
+LOOPBACK_DEFAULT: Mapping[str, str] = {
+    "ollama": "http://localhost:11434",
+    "ollama_chat": "http://localhost:11434",
+}
+
 # litellm resolves some models to a variant of a provider; the install configures the family.
 FAMILY = {
     "anthropic_text": "anthropic",
@@ -224,6 +232,8 @@ def route(
         return Route(refused=reason)
     family = FAMILY.get(served_by or "", served_by or "")
     configured = providers.get(family) if family else None
+    if not api_base and served_by in LOOPBACK_DEFAULT:
+        api_base = LOOPBACK_DEFAULT[served_by]  # judged as the address it really is
     if not api_base:
         return Route(api_key=configured.api_key if configured else None)
     try:
