@@ -36,8 +36,8 @@ from runtime.models.profile import NEUTRAL, Sampling, resolve
 from runtime.recipes import validate_data
 from runtime.recipes.files import bundled_recipes
 
-from .conftest import ROOT, free_port, missing, until
 from .fake_providers import FakeProvider
+from .support import ROOT, free_port, missing, until
 
 EMBEDDED = "local/smollm2-135m"
 SERVED = "SmolLM2-135M-Instruct.Q4_1.gguf"  # llama.cpp's server names it by its file
@@ -398,7 +398,7 @@ async def test_the_web_room_shows_which_model_answered_and_who_each_recipe_is_fo
     stays inside its message; the recipe list marks the recipes meant for bigger models."""
     from playwright.async_api import async_playwright
 
-    from .test_web import ARTIFACTS, launch, web_room
+    from .support import ARTIFACTS, launch, web_room
 
     async with web_room(tmp_path) as web_, async_playwright() as pw:
         browser = await launch(pw)
