@@ -360,3 +360,21 @@ async def test_a_recipe_cannot_ask_for_more_spend_than_the_install_allows(
         assert 0 < answered < 12
     finally:
         await gw.close()
+
+
+def test_the_watch_hub_forgets_the_quietest_unwatched_room_beyond_its_bound() -> None:
+    """Anyone can add the bot to rooms an allow-list like `telegram:*` admits: the hub's
+    memory stays bounded, and a room someone is watching is never the one forgotten."""
+    from gateway.watch import ROOMS, Watch
+
+    watch = Watch()
+    line = {"type": "message", "who": "p", "role": "person", "text": "hi"}
+    watch.publish("mem:first", {**line, "id": "0"})
+    watched = watch.subscribe("mem:first")
+    for n in range(ROOMS + 10):
+        watch.publish(f"mem:{n}", {**line, "id": str(n)})
+    rooms = watch.rooms()
+    assert len(rooms) == ROOMS
+    assert "mem:first" in rooms and "mem:0" not in rooms and f"mem:{ROOMS + 9}" in rooms
+    assert watched.get_nowait()["text"] == "hi"
+    assert len(watch._index) == ROOMS  # one line per room remembered, no more
