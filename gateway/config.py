@@ -160,6 +160,7 @@ relays = []
 # exec_timeout_s = 120
 # workspace = "256m"       (per room; a hard cap where loop devices are available)
 # idle_s = 600             (an unused sandbox is stopped after this; its files stay)
+# running = 8              (containers at once, all rooms; the least recently used stops)
 # image = "potluck-sandbox:default"
 
 [secrets]
@@ -304,6 +305,7 @@ SANDBOX_KEYS = (
     "exec_timeout_s",
     "workspace",
     "idle_s",
+    "running",
 )
 IMAGE = r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9._-]+)?$"
 
@@ -365,6 +367,8 @@ def _sandbox(section: Any, env: dict[str, str]) -> SandboxSettings:
         found["exec_timeout_s"] = number("exec_timeout_s", int, 1, 86_400, " seconds")
     if "idle_s" in values:
         found["idle_s"] = number("idle_s", float, 10, 7 * 86_400, " seconds")
+    if "running" in values:
+        found["running"] = number("running", int, 1, 1000, " containers")
     broker = values.get("broker")
     if broker is not None and (not isinstance(broker, str) or not broker.startswith("/")):
         raise ConfigError(f"[sandbox] broker must be the absolute path of a socket, not {broker!r}")
