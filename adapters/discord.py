@@ -249,7 +249,7 @@ class DiscordAdapter:
             [
                 Attachment(a.filename, a.content_type or "", await a.read())
                 for a in message.attachments[:1]
-                if a.size <= self.capabilities.max_file_bytes
+                if a.size <= self.capabilities.max_file_bytes and text.lstrip().startswith("/")
             ]
         )
         return Incoming(

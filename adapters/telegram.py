@@ -252,7 +252,10 @@ class TelegramAdapter:
         chat = message.chat
         room = room_of(chat.id, message.message_thread_id, bool(getattr(chat, "is_forum", False)))
         text = message.text or message.caption or ""
-        attachments = await self._document(message.document) if message.document else ()
+        # A file is fetched only for a command that takes one (/recipe import): nothing is
+        # downloaded for chatter, nor before the gateway has decided whether the room counts.
+        wants_file = message.document is not None and text.lstrip().startswith("/")
+        attachments = await self._document(message.document) if wants_file else ()
         mentions_bot = bool(self.username) and f"@{self.username.lower()}" in text.lower()
         replied = message.reply_to_message
         reply_to_bot = bool(replied and replied.from_user and replied.from_user.id == self.bot_id)

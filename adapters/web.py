@@ -1,10 +1,16 @@
 """The local web room: a page on the person's own machine, served from the gateway.
 
 Closed like a notebook server: bound to 127.0.0.1 by default and protected by a per-install
-token. The token opens the page once (`/?token=…`) and is then kept in a SameSite=Strict,
-HttpOnly cookie; every state-changing request must also carry it in a header, which a page
-on another site cannot set, and the WebSocket checks its Origin. Text reaches the browser
-as JSON and is shown with textContent, never as HTML.
+token. The printed link carries the token in its fragment (`/#token=…`), which a browser
+never sends to any server nor puts in a Referer; the page keeps it in the tab's
+sessionStorage (scoped by origin, port included) and sends it as the `X-Potluck-Token`
+header on every request, and as a `potluck-token.…` subprotocol on its WebSockets (a
+browser cannot set their headers). Never in a cookie: cookies are scoped by host, not port,
+so every other server on 127.0.0.1 would receive it. A page on another site can set neither,
+and state-changing requests and WebSockets must also come from this origin. The page and its
+scripts are the same bytes for everyone, with no secret in them, so they open without the
+token; everything but them and the probes needs it. Text reaches the browser as JSON and is
+shown with textContent, never as HTML.
 
 A web room keeps no history of its own: what a room shows is the gateway's watch hub for
 it (the same lines spectators of any room see, bounded there), and sending a message here
@@ -32,7 +38,13 @@ from .base import Capabilities, Incoming, OnCursor, OnIncoming, Outgoing, Reacti
 PAGE = Path(__file__).with_name("web_page.html")
 STATIC = Path(__file__).with_name("web_static")
 SCRIPTS = ("noble-secp256k1.js", "receipts.js")  # the only files /static/ serves
-COOKIE = "potluck_token"
+# The page and its scripts, by route: served to anyone, since they hold no secret (a
+# browser loading a page or a module script sends no custom header).
+SHELL = frozenset({"/", "/room/{room}", "/static/{name}"})
+TOKEN_HEADER = "X-Potluck-Token"
+SUBPROTOCOL = "potluck"  # what the server answers; the token rides in a second one
+TOKEN_PROTOCOL = "potluck-token."
+LEGACY_COOKIE = "potluck_token"  # where earlier versions kept the token; deleted on sight
 
 
 class Hub(Protocol):
@@ -55,6 +67,25 @@ def load_token(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(token)
     return token
+
+
+def _route(request: web.Request) -> str | None:
+    """The pattern of the route a request matched (`/room/{room}`), None if it matched none."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").strip().lower() == "websocket"
+
+
+def _subprotocols(request: web.Request) -> list[str]:
+    """The subprotocols a WebSocket offers, read as aiohttp reads them (the first header)."""
+    return [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+
+
+def _is_token(protocol: str) -> bool:
+    return protocol.startswith(TOKEN_PROTOCOL)
 
 
 class WebAdapter:
@@ -89,12 +120,12 @@ class WebAdapter:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/?token={self.token}"
+        return f"http://{self.host}:{self.port}/#token={self.token}"
 
     # -- security --------------------------------------------------------------------------
 
     def _token_ok(self, offered: str | None) -> bool:
-        return bool(offered) and hmac.compare_digest(str(offered), self.token)
+        return bool(offered) and hmac.compare_digest(str(offered).encode(), self.token.encode())
 
     def _origin_ok(self, request: web.Request) -> bool:
         origin = request.headers.get("Origin")
@@ -102,35 +133,41 @@ class WebAdapter:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "GET" and request.path in self.probes:
-            return await handler(request)  # read-only counters for a local monitor
-        query_token = request.query.get("token")
-        cookie_token = request.cookies.get(COOKIE)
-        if request.method not in ("GET", "HEAD"):
-            # A cookie rides along with cross-site requests; a custom header cannot.
-            if not self._token_ok(request.headers.get("X-Potluck-Token")):
-                return web.json_response({"error": "missing or wrong token"}, status=403)
-            if not self._origin_ok(request):
-                return web.json_response({"error": "cross-origin request refused"}, status=403)
-        elif not (self._token_ok(query_token) or self._token_ok(cookie_token)):
-            return web.Response(
-                status=403, text="Open the link with the token that `potluck serve` printed."
-            )
-        elif request.headers.get("Upgrade", "").lower() == "websocket" and not self._origin_ok(
-            request
+        if request.method in ("GET", "HEAD") and (
+            request.path in self.probes  # read-only counters for a local monitor
+            or _route(request) in SHELL  # the page and its scripts: no secret in them
         ):
-            return web.Response(status=403, text="cross-origin WebSocket refused")
-        response = await handler(request)
-        if self._token_ok(query_token) and not request.path.startswith("/ws/"):
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict")
-        return response
+            return await handler(request)
+        websocket = _is_websocket(request)
+        offered = request.headers.get(TOKEN_HEADER)
+        if websocket and offered is None:
+            protocols = _subprotocols(request)
+            tokens = [p.removeprefix(TOKEN_PROTOCOL) for p in protocols if _is_token(p)]
+            if tokens and SUBPROTOCOL not in protocols:
+                return web.json_response(
+                    {"error": f"offer the {SUBPROTOCOL!r} subprotocol first, then the token"},
+                    status=400,
+                )
+            offered = tokens[0] if tokens else None
+        if not self._token_ok(offered):
+            return web.json_response(
+                {
+                    "error": f"missing or wrong token: send it in the {TOKEN_HEADER} header "
+                    "(the page does, once opened from the link `potluck serve` printed)"
+                },
+                status=403,
+            )
+        # A browser sends Origin on both; a page elsewhere that somehow has the token still
+        # cannot change anything or join a room from its own origin.
+        if (websocket or request.method not in ("GET", "HEAD")) and not self._origin_ok(request):
+            return web.json_response({"error": "cross-origin request refused"}, status=403)
+        return await handler(request)
 
     # -- routes ----------------------------------------------------------------------------
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        html = PAGE.read_text(encoding="utf-8").replace("__TOKEN__", json.dumps(self.token))
-        return web.Response(
-            text=html,
+        response = web.Response(
+            text=PAGE.read_text(encoding="utf-8"),
             content_type="text/html",
             headers={
                 "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
@@ -139,6 +176,9 @@ class WebAdapter:
                 "Referrer-Policy": "no-referrer",
             },
         )
+        if LEGACY_COOKIE in request.cookies:  # an earlier version's: it goes to every port
+            response.del_cookie(LEGACY_COOKIE)
+        return response
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -204,7 +244,7 @@ class WebAdapter:
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         # Origin already checked by _guard, for this socket and the watch socket alike.
         room = request.match_info["room"]
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024, protocols=(SUBPROTOCOL,))
         await ws.prepare(request)
         self._sockets.add(ws)
         lines = self.hub.subscribe(f"web:{room}")  # the room's recent lines, then live ones

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from runtime.conductor import Budget, Turn
 
+from .config import SessionCeiling
 from .store.db import Store
 from .store.models import Spend
 
@@ -49,6 +50,27 @@ class RoomBudget(Budget):
         return super().exhausted() or self.period()
 
 
+def session_limits(
+    max_tokens: int, max_cost_usd: float, ceiling: SessionCeiling
+) -> tuple[int, float]:
+    """A recipe's session limits under the install's ceiling: a recipe may only narrow what
+    the install allows, and "no cost limit" (0) is not narrower than any. Pure."""
+    usd = min(max_cost_usd, ceiling.usd) if max_cost_usd else ceiling.usd
+    return min(max_tokens, ceiling.tokens), usd
+
+
+def capped_words(max_tokens: int, max_cost_usd: float, ceiling: SessionCeiling) -> list[str]:
+    """What a recipe asked for beyond the ceiling, in words for the room. Pure."""
+    tokens, usd = session_limits(max_tokens, max_cost_usd, ceiling)
+    words = []
+    if tokens < max_tokens:
+        words.append(f"{max_tokens} tokens a session → {tokens}")
+    if usd != max_cost_usd:
+        asked = f"${max_cost_usd:.2f}" if max_cost_usd else "no cost limit"
+        words.append(f"{asked} a session → ${usd:.2f}")
+    return words
+
+
 @dataclass(frozen=True)
 class Spent:
     tokens: int
@@ -72,9 +94,12 @@ def over_limit(limits: dict[str, Any], room: Spent, user: Spent) -> str | None:
 
 
 class Budgets:
-    def __init__(self, store: Store, limits: dict[str, Any]) -> None:
+    def __init__(
+        self, store: Store, limits: dict[str, Any], ceiling: SessionCeiling | None = None
+    ) -> None:
         self.store = store
         self.limits = limits
+        self.ceiling = ceiling or SessionCeiling()
 
     @staticmethod
     def record(conn: Connection, room_id: int, session_id: str, user: str, turn: Turn) -> None:

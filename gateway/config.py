@@ -66,6 +66,9 @@ class Config:
     # Spend limits over a period ([budgets]): period = day | week | month (UTC calendar),
     # room_usd / user_usd / room_tokens / user_tokens; 0 or absent means no limit.
     budgets: dict[str, Any] = field(default_factory=dict)
+    # The most one session may spend, whatever its recipe asks ([budgets] session_usd,
+    # session_tokens): a recipe from a stranger could otherwise ask for $1000 a session.
+    session_ceiling: SessionCeiling = field(default_factory=lambda: SessionCeiling())
     # Per-platform settings ([matrix], [telegram], [discord]); tokens and passwords in them
     # are secrets and are kept out of repr() like the rest.
     platforms: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
@@ -133,6 +136,10 @@ relays = []
 # period = "day"
 # room_usd = 1.00
 # user_usd = 0.50
+# The most one session may spend whatever its recipe's `limits:` ask (a recipe asking for
+# more, or for no cost limit, is capped and the room told). Defaults:
+# session_usd = 2.00
+# session_tokens = 400000
 
 # API keys, by provider (litellm's names: openai, anthropic, gemini, groq, ...). A key goes
 # only to its provider's own endpoint, or to the endpoints listed here: never to an api_base
@@ -173,6 +180,7 @@ relays = []
 # exec_timeout_s = 120
 # workspace = "256m"       (per room; a hard cap where loop devices are available)
 # idle_s = 600             (an unused sandbox is stopped after this; its files stay)
+# running = 8              (containers at once, all rooms; the least recently used stops)
 # image = "potluck-sandbox:default"
 
 [secrets]
@@ -229,6 +237,7 @@ def load_config(home: Path | None = None, env: dict[str, str] | None = None) -> 
                 env.get("POTLUCK_SHUTDOWN_GRACE_S", gateway.get("shutdown_grace_s", 10.0))
             ),
             budgets=_budgets(data.get("budgets", {}), env),
+            session_ceiling=_session_ceiling(data.get("budgets", {}), env),
             platforms=_platforms(data, env),
             secrets=secrets,
             providers=_providers(data, secrets, env),
@@ -252,6 +261,35 @@ def _judge(section: Any, env: dict[str, str]) -> str:
 
 
 BUDGET_KEYS = ("room_usd", "user_usd", "room_tokens", "user_tokens")
+SESSION_KEYS = ("session_usd", "session_tokens")
+
+
+@dataclass(frozen=True)
+class SessionCeiling:
+    """The install's ceiling on a recipe's own session limits (`limits:` in a recipe)."""
+
+    usd: float = 2.0
+    tokens: int = 400_000
+
+
+def _session_ceiling(section: dict[str, Any], env: dict[str, str]) -> SessionCeiling:
+    found: dict[str, float] = {}
+    for key in SESSION_KEYS:
+        raw = env.get(f"POTLUCK_BUDGET_{key.upper()}", section.get(key))
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"[budgets] {key} must be above 0 (it caps every session)")
+        found[key] = value
+    default = SessionCeiling()
+    return SessionCeiling(
+        usd=found.get("session_usd", default.usd),
+        tokens=int(found.get("session_tokens", default.tokens)),
+    )
 
 
 def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -272,11 +310,10 @@ def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
             raise ConfigError(f"[budgets] {key} cannot be negative")
         if value:
             found[key] = value
-    unknown = set(section) - {"period", *BUDGET_KEYS}
+    unknown = set(section) - {"period", *BUDGET_KEYS, *SESSION_KEYS}
     if unknown:
-        raise ConfigError(
-            f"[budgets] has unknown keys {sorted(unknown)}; use period, {', '.join(BUDGET_KEYS)}"
-        )
+        known = ", ".join((*BUDGET_KEYS, *SESSION_KEYS))
+        raise ConfigError(f"[budgets] has unknown keys {sorted(unknown)}; use period, {known}")
     return {"period": period, **found} if found else {}
 
 
@@ -289,6 +326,7 @@ SANDBOX_KEYS = (
     "exec_timeout_s",
     "workspace",
     "idle_s",
+    "running",
 )
 IMAGE = r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9._-]+)?$"
 
@@ -350,6 +388,8 @@ def _sandbox(section: Any, env: dict[str, str]) -> SandboxSettings:
         found["exec_timeout_s"] = number("exec_timeout_s", int, 1, 86_400, " seconds")
     if "idle_s" in values:
         found["idle_s"] = number("idle_s", float, 10, 7 * 86_400, " seconds")
+    if "running" in values:
+        found["running"] = number("running", int, 1, 1000, " containers")
     broker = values.get("broker")
     if broker is not None and (not isinstance(broker, str) or not broker.startswith("/")):
         raise ConfigError(f"[sandbox] broker must be the absolute path of a socket, not {broker!r}")

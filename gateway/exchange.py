@@ -20,7 +20,7 @@ from runtime.models.client import Models
 from runtime.recipes import Agent
 from runtime.tools import SandboxToolbox, ToolOutcome
 
-from .budgets import Budgets, RoomBudget
+from .budgets import Budgets, RoomBudget, session_limits
 from .commands import is_command
 from .library import Library, Saved
 from .outlet import Outlet
@@ -88,9 +88,10 @@ class Exchange:
 
     def _budget(self, saved: Saved, room_id: int, conversation: Conversation | None) -> Budget:
         limits = saved.recipe.limits
+        tokens, usd = session_limits(limits.max_tokens, limits.max_cost_usd, self.budgets.ceiling)
         return RoomBudget(
-            limits.max_tokens,
-            limits.max_cost_usd,
+            tokens,
+            usd,
             period=lambda: self.budgets.check(
                 room_id, conversation.asker if conversation else "", now()
             ),

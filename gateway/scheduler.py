@@ -1,5 +1,5 @@
 """APScheduler in `potluck serve`: the gateway's own recurring job (relay publishing) in
-memory, and the rooms' `/schedule` jobs in the store (schedules.py). Idle sandboxes are
+memory, and the rooms' `/schedule` jobs rebuilt from the store (schedules.py). Idle sandboxes are
 reaped by the sandbox broker itself.
 
 The own jobs are short and idempotent, so a run missed while the gateway was down is simply
@@ -52,6 +52,6 @@ def start_scheduler(
     scheduler.add_job(publish, "interval", seconds=publish_every_s, id="publish-receipts")
     if library is not None and relays and intake is not None:
         scheduler.add_job(updates, "interval", seconds=updates_every_s, id="recipe-updates")
-    schedules = Schedules(scheduler, store.engine, intake) if intake is not None else None
+    schedules = Schedules(scheduler, store, intake) if intake is not None else None
     scheduler.start()
     return scheduler, schedules

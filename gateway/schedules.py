@@ -1,11 +1,14 @@
 """`/schedule`: run a recipe in a room on a timetable, kept in the store across restarts.
 
-Jobs live in APScheduler's SQLAlchemy job store, in the gateway's own database, so they
-survive restarts and move with a backup. Missed-run policy: a run missed while the gateway
-was down is made once at start if it is at most an hour late (several missed runs coalesce
-into one); a later one is skipped and the room is told. When a job fires, the room's worker
-runs the recipe as a session of its own, so the room's conversation and attached recipe are
-untouched and `/stop` works as usual.
+Schedules are plain rows in the gateway's own database (gateway/store/schedules.py), so they
+survive restarts and move with a backup; at start they are rebuilt into the scheduler's
+memory. Nothing is ever unpickled from the store (APScheduler's SQLAlchemy job store pickles
+its jobs, and a restored backup could name any callable in one). Each row keeps the run it
+is due to make next, so a restart knows what it missed. Missed-run policy, APScheduler's own
+with coalescing: a run missed while the gateway was down is made once at start if it is at
+most an hour late (several missed runs coalesce into one); a later one is skipped and the
+room is told. When a job fires, the room's worker runs the recipe as a session of its own,
+so the room's conversation and attached recipe are untouched and `/stop` works as usual.
 
 A job only describes what fired (`fire` returns it); the scheduler's own "executed" and
 "missed" events carry that forward into the gateway's intake, as an adapter's events do.
@@ -20,16 +23,19 @@ import shlex
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.triggers.cron import CronTrigger
+
+from .store import schedules as saved_schedules
+from .store.schedules import Saved
 
 log = logging.getLogger("potluck.schedules")
 
-STORE = "rooms"  # the job store of room schedules (the gateway's own jobs stay in memory)
+STORE = "rooms"  # the scheduler's job store of room schedules, rebuilt from the store at start
 GRACE_S = 3600
 DAYS = {
     "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
@@ -150,19 +156,50 @@ async def fire(room: str, recipe: str, text: str, schedule_id: str) -> dict[str,
     return {"room": room, "recipe": recipe, "text": text, "schedule_id": schedule_id}
 
 
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back what it was given without its zone; the store writes UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 class Schedules:
     """The rooms' schedules, and where their firings go: `intake` is the gateway's entry
-    point (gateway/intake.py), given as adapters are given theirs."""
+    point (gateway/intake.py), given as adapters are given theirs. Made before the
+    scheduler starts, so runs missed while the gateway was down are judged at its start."""
 
-    def __init__(self, scheduler: Any, engine: Any, intake: Any) -> None:
+    def __init__(self, scheduler: Any, store: Any, intake: Any) -> None:
         self.scheduler = scheduler
+        self.store = store
         self.intake = intake
         self._tasks: set[asyncio.Task[None]] = set()
-        scheduler.add_jobstore(
-            SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs"), STORE
-        )
+        scheduler.add_jobstore(MemoryJobStore(), STORE)
         scheduler.add_listener(self._executed, EVENT_JOB_EXECUTED)
         scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+        for row in saved_schedules.every(store):
+            try:
+                self._job(row, CronTrigger(**cron_fields(row.when)))
+            except (WhenError, ValueError) as exc:
+                log.warning("schedule %s in %s not loaded: %s", row.schedule_id, row.room, exc)
+
+    def _job(self, row: Saved, trigger: CronTrigger) -> Any:
+        return self.scheduler.add_job(
+            fire,
+            trigger,
+            kwargs={
+                "room": row.room,
+                "recipe": row.recipe,
+                "text": row.text,
+                "schedule_id": row.schedule_id,
+            },
+            id=f"{row.room}|{row.schedule_id}",
+            name=row.when,
+            jobstore=STORE,
+            misfire_grace_time=GRACE_S,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=_aware(row.next_run) or trigger.get_next_fire_time(None, _now()),
+        )
 
     def _forward(self, step: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(step)  # type: ignore[arg-type]
@@ -170,48 +207,45 @@ class Schedules:
         task.add_done_callback(self._tasks.discard)
 
     def add(self, room: str, when: str, recipe: str, text: str) -> Scheduled:
-        fields = cron_fields(when)
-        schedule_id = uuid.uuid4().hex[:6]
-        job = self.scheduler.add_job(
-            fire,
-            CronTrigger(**fields),
-            kwargs={"room": room, "recipe": recipe, "text": text, "schedule_id": schedule_id},
-            id=f"{room}|{schedule_id}",
-            name=when,
-            jobstore=STORE,
-            misfire_grace_time=GRACE_S,
-            coalesce=True,
-            max_instances=1,
-        )
-        return Scheduled(schedule_id, when, recipe, text, job.next_run_time)
+        trigger = CronTrigger(**cron_fields(when))
+        next_run = trigger.get_next_fire_time(None, _now())
+        row = Saved(room, uuid.uuid4().hex[:6], when, recipe, text, next_run)
+        saved_schedules.add(self.store, row)
+        self._job(row, trigger)
+        return Scheduled(row.schedule_id, when, recipe, text, next_run)
 
     def of_room(self, room: str) -> list[Scheduled]:
-        found = []
-        for job in self.scheduler.get_jobs(jobstore=STORE):
-            if job.kwargs.get("room") == room:
-                found.append(
-                    Scheduled(
-                        job.kwargs["schedule_id"],
-                        job.name,
-                        job.kwargs["recipe"],
-                        job.kwargs["text"],
-                        job.next_run_time,
-                    )
-                )
-        return sorted(found, key=lambda s: s.next_run or datetime.max.astimezone())
+        found = [
+            Scheduled(row.schedule_id, row.when, row.recipe, row.text, _aware(row.next_run))
+            for row in saved_schedules.every(self.store)
+            if row.room == room
+        ]
+        return sorted(found, key=lambda s: s.next_run or datetime.max.replace(tzinfo=UTC))
 
     def cancel(self, room: str, schedule_id: str) -> bool:
         job = self.scheduler.get_job(f"{room}|{schedule_id}", jobstore=STORE)
+        if job is not None:
+            job.remove()
+        return saved_schedules.remove(self.store, room, schedule_id)
+
+    def _moved_on(self, job_id: str) -> tuple[Any, datetime | None]:
+        """The job, and its next run after now, kept in the store so that a restart neither
+        repeats the run just handled nor forgets one it missed."""
+        job = self.scheduler.get_job(job_id, jobstore=STORE)
         if job is None:
-            return False
-        job.remove()
-        return True
+            return None, None
+        next_run = job.trigger.get_next_fire_time(None, _now())
+        saved_schedules.set_next_run(
+            self.store, job.kwargs["room"], job.kwargs["schedule_id"], next_run
+        )
+        return job, next_run
 
     def _executed(self, event: JobExecutionEvent) -> None:
         fired = event.retval
         if event.jobstore != STORE or not isinstance(fired, dict):
             return
-        when = event.scheduled_run_time or datetime.now().astimezone()
+        self._moved_on(event.job_id)
+        when = event.scheduled_run_time or _now()
         self._forward(
             self.intake.scheduled(
                 fired["room"], fired["recipe"], fired["text"], fired["schedule_id"], when
@@ -219,12 +253,18 @@ class Schedules:
         )
 
     def _missed(self, event: JobExecutionEvent) -> None:
-        job = self.scheduler.get_job(event.job_id, jobstore=STORE)
+        if event.jobstore != STORE:
+            return
+        job, next_run = self._moved_on(event.job_id)
         if job is None:
             return
         kwargs = job.kwargs
         self._forward(
             self.intake.missed(
-                kwargs["room"], job.name, kwargs["recipe"], job.next_run_time, kwargs["schedule_id"]
+                kwargs["room"], job.name, kwargs["recipe"], next_run, kwargs["schedule_id"]
             )
         )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

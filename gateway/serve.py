@@ -155,7 +155,7 @@ async def _serve(config: Config) -> None:
         else:  # a service's stdout ends up in logs: no token there
             print(
                 f"Potluck is running: http://{web.host}:{web.port}/ "  # type: ignore[attr-defined]
-                f"(add ?token= with the token in {config.home / 'web.token'})",
+                f"(append #token= and the token in {config.home / 'web.token'})",
                 flush=True,
             )
     stop = asyncio.Event()

@@ -55,7 +55,7 @@ class Gateway:
         self.sandboxes = sandboxes
         self.watch = Watch()
         self.messages = Messages(store)
-        self.budgets = Budgets(store, config.budgets)
+        self.budgets = Budgets(store, config.budgets, config.session_ceiling)
         self.exchange = Exchange(
             store, library, ledger, models, self.budgets, sandboxes, default_recipe
         )

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 RECENT = 200
 QUEUE = 1000  # a spectator this far behind is dropped rather than slowing the room
+ROOMS = 500  # rooms remembered; the one quiet the longest (and unwatched) is forgotten first
 
 
 class Watch:
     def __init__(self) -> None:
-        self._recent: dict[str, deque[dict[str, Any]]] = {}
+        self._recent: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
         self._index: dict[tuple[str, str], dict[str, Any]] = {}  # (room, line id)
         self._spectators: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
 
@@ -27,6 +28,9 @@ class Watch:
         {"type": "edit", "id", "text"[, "model"]} or {"type": "receipt", "id", "event"};
         `room` is the platform:room key and `id` the platform's message id."""
         recent = self._recent.setdefault(room, deque(maxlen=RECENT))
+        self._recent.move_to_end(room)
+        if len(self._recent) > ROOMS:
+            self._forget_one()
         if line["type"] in ("edit", "receipt"):
             shown = self._index.get((room, line["id"]))
             if shown is not None:  # a late joiner gets the line as it is now
@@ -49,6 +53,16 @@ class Watch:
                 self._spectators[room].discard(queue)
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(None)  # told to go: it fell too far behind
+
+    def _forget_one(self) -> None:
+        """Bound memory whatever the number of rooms (an allow-list like `telegram:*` lets
+        anyone add the bot to rooms): drop the quietest room nobody is watching."""
+        for room in self._recent:
+            if not self._spectators.get(room):
+                for line in self._recent.pop(room):
+                    self._index.pop((room, line["id"]), None)
+                self._spectators.pop(room, None)
+                return
 
     def rooms(self) -> list[str]:
         return sorted(self._recent)

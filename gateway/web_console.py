@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from adapters.web import SUBPROTOCOL
 from runtime.recipes import RecipeError, diff, to_yaml
 
 from .library import Saved
@@ -152,7 +153,7 @@ class WebConsole:
         room = request.query.get("room", "")
         if self.gateway.rooms.find(room) is None:
             return web.json_response({"error": f"no room {room!r}"}, status=404)
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024, protocols=(SUBPROTOCOL,))
         await ws.prepare(request)
         queue = self.gateway.watch.subscribe(room)
         try:

@@ -58,6 +58,7 @@ class FakeTelegram:
         self.calls: list[str] = []
         self.polling = False
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (name, bytes)
+        self.fetched: list[str] = []  # file ids the bot downloaded
         self.answered: list[str] = []
         self._arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -408,6 +409,7 @@ class FakeTelegram:
         file_id = request.match_info["path"].rsplit("/", 1)[-1]
         if request.match_info["token"] != self.token or file_id not in self.files:
             return web.Response(status=404)
+        self.fetched.append(file_id)
         return web.Response(body=self.files[file_id][1])
 
     async def api_deleteMessage(self, params: dict[str, Any]) -> web.Response:

@@ -194,8 +194,9 @@ def test_compose_runs_the_gateway_beside_its_broker_and_both_stop_cleanly(
         reset = run("exec", "-T", "gateway", "potluck", "sandbox", "reset", "web:t")
         assert reset.returncode == 0, reset  # its workspace volume is the engine's, not compose's
         token = run("exec", "-T", "gateway", "cat", "/data/web.token").stdout.strip()
-        url = f"http://127.0.0.1:{port}/api/recipes?token={token}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        url = f"http://127.0.0.1:{port}/api/recipes"
+        asked = urllib.request.Request(url, headers={"X-Potluck-Token": token})
+        with urllib.request.urlopen(asked, timeout=5) as response:
             assert {r["name"] for r in json.load(response)} >= {"debate", "solo"}
         stop = run("stop", timeout=120)
         assert stop.returncode == 0, stop.stderr

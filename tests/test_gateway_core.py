@@ -315,3 +315,66 @@ async def test_budgets_per_room_and_person_stop_the_agents_with_a_clear_message(
         assert "you:" in report and "(limit 100 tokens)" in report
     finally:
         await gw.close()
+
+
+async def test_a_recipe_cannot_ask_for_more_spend_than_the_install_allows(
+    tmp_path: Path, store: Store
+) -> None:
+    """A stranger's recipe asking for 10M tokens and no cost limit a session gets the
+    install's ceiling ([budgets] session_tokens / session_usd), and the room is told."""
+    config = load_config(
+        env={
+            "POTLUCK_HOME": str(tmp_path),
+            "POTLUCK_ALLOWED_ROOMS": "mem:*",
+            "POTLUCK_BUDGET_SESSION_TOKENS": "120",
+        }
+    )
+    greedy = {
+        **ECHO,
+        "name": "greedy",
+        "trigger": "every_message",
+        "limits": {"max_tokens": 10_000_000, "max_cost_usd": 0},
+    }
+    library = Library(store)
+    library.save(validate_data(ECHO))
+    library.save(validate_data(greedy))
+    ledger = Ledger(store, KeyPair.generate())
+    gw = Gateway(config, store, library, ledger, Models(), default_recipe="echo-room")
+    platform = MemoryPlatform()
+    platform.admins.add("alice")
+    await gw.add_adapter(platform)
+    try:
+        await platform.on_incoming(
+            Incoming("mem", "r1", "alice", "alice", "/recipe use greedy", "u")
+        )
+        await settle(gw)
+        told = [t for t in said(platform) if "caps the recipe's session budget" in t]
+        assert told, said(platform)
+        assert "10000000 tokens a session → 120" in told[0]
+        assert "no cost limit a session → $2.00" in told[0]
+        for n in range(12):
+            await platform.on_incoming(Incoming("mem", "r1", "bob", "bob", f"hi {n}", f"a{n}"))
+        await settle(gw)
+        assert any("the session's token budget (120) is spent" in t for t in said(platform))
+        answered = sum(t.startswith("echo:") for t in said(platform))
+        assert 0 < answered < 12
+    finally:
+        await gw.close()
+
+
+def test_the_watch_hub_forgets_the_quietest_unwatched_room_beyond_its_bound() -> None:
+    """Anyone can add the bot to rooms an allow-list like `telegram:*` admits: the hub's
+    memory stays bounded, and a room someone is watching is never the one forgotten."""
+    from gateway.watch import ROOMS, Watch
+
+    watch = Watch()
+    line = {"type": "message", "who": "p", "role": "person", "text": "hi"}
+    watch.publish("mem:first", {**line, "id": "0"})
+    watched = watch.subscribe("mem:first")
+    for n in range(ROOMS + 10):
+        watch.publish(f"mem:{n}", {**line, "id": str(n)})
+    rooms = watch.rooms()
+    assert len(rooms) == ROOMS
+    assert "mem:first" in rooms and "mem:0" not in rooms and f"mem:{ROOMS + 9}" in rooms
+    assert watched.get_nowait()["text"] == "hi"
+    assert len(watch._index) == ROOMS  # one line per room remembered, no more

@@ -372,6 +372,40 @@ async def test_workspace_survives_reaping_and_broker_restarts_and_reset_clears_i
     assert await client.list_files("room") == []
 
 
+async def test_rooms_cannot_start_more_containers_than_the_install_runs_at_once(
+    brokers: Callable[..., BrokerProcess],
+) -> None:
+    """An open allow-list lets anyone add the bot to rooms: each room's first command may
+    not start one more container without end. At the ceiling the least recently used stops
+    (its files stay); when every running one is busy, the room is told to wait."""
+    broker = brokers(running="2")
+    client = broker.client()
+    await client.write_file("a", "notes.txt", b"a's")
+    await client.write_file("b", "notes.txt", b"b's")
+    await client.write_file("c", "notes.txt", b"c's")  # a, the least recently used, stops
+    rooms = sorted(c.labels.get("io.potluck.room", "") for c in broker.containers())
+    assert len(rooms) == 2 and "a" not in rooms, rooms
+    assert await client.read_file("a", "notes.txt") == b"a's"  # back, its files kept
+    slow = [
+        asyncio.create_task(client.exec(room, "sleep 8", SandboxPolicy(exec_timeout_s=30)))
+        for room in ("a", "c")
+    ]
+
+    def sleeping() -> int:
+        return sum(
+            any("sleep 8" in " ".join(p) for p in c.top()["Processes"] or [])
+            for c in broker.containers()
+            if c.status == "running"
+        )
+
+    await until(lambda: sleeping() == 2, 30, "both rooms' commands to be running")
+    with pytest.raises(SandboxError, match="at most 2 sandboxes at once"):
+        await client.exec("d", "true")
+    done = await asyncio.gather(*slow)
+    assert all(r.exit_code == 0 for r in done)
+    assert (await client.exec("d", "echo ok")).stdout == "ok\n"  # free again: d runs
+
+
 async def test_a_container_stopped_or_removed_by_hand_is_replaced(
     brokers: Callable[..., BrokerProcess],
 ) -> None:

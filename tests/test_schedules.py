@@ -20,6 +20,7 @@ from gateway.schedules import STORE, WhenError, cron_fields, cron_weekdays, spli
 from gateway.service import Gateway
 from gateway.store.db import Store
 from gateway.store.models import Session
+from gateway.store.schedules import set_next_run
 from runtime.models.client import Models
 from runtime.recipes import validate_data
 
@@ -87,8 +88,9 @@ async def test_a_schedule_survives_a_restart_runs_once_and_reports_a_missed_run(
         assert set(jobs) == set(ids)
         scheduler.pause()  # the gateway "goes down" with both runs due in the past
         now = datetime.now().astimezone()
-        scheduler.modify_job(jobs[ids[0]].id, STORE, next_run_time=now - timedelta(minutes=10))
-        scheduler.modify_job(jobs[ids[1]].id, STORE, next_run_time=now - timedelta(hours=2))
+        room = jobs[ids[0]].kwargs["room"]
+        set_next_run(store, room, ids[0], now - timedelta(minutes=10))
+        set_next_run(store, room, ids[1], now - timedelta(hours=2))
     finally:
         scheduler.shutdown(wait=False)
         await gateway.close()
@@ -131,3 +133,76 @@ async def test_a_schedule_survives_a_restart_runs_once_and_reports_a_missed_run(
         scheduler.shutdown(wait=False)
         await gateway.close()
         store.close()
+
+
+class _Runs:
+    """Unpickled, it would create a file: the stand-in for any code a pickle can name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def test_an_old_store_keeps_its_schedules_and_runs_nothing_its_job_table_names(
+    tmp_path: Path,
+) -> None:
+    """A store from before schedules had plain columns: APScheduler's own job store wrote
+    its pickled jobs. Upgrading keeps the rows `/schedule add` wrote, drops anything else,
+    and unpickles nothing for real (a crafted row would otherwise run code)."""
+    import pickle
+
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from sqlalchemy import text
+
+    from gateway.schedules import fire
+    from gateway.store.db import MIGRATIONS, make_engine
+    from gateway.store.schedules import every
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0006")
+    old = BackgroundScheduler()  # what the first version ran: the real SQLAlchemy job store
+    old.add_jobstore(SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs"), "rooms")
+    old.start(paused=True)
+    kwargs = {"room": "mem:r1", "recipe": "duo", "text": "good morning", "schedule_id": "ab12cd"}
+    old.add_job(
+        fire, CronTrigger(hour=7, minute=0), kwargs=kwargs, id="mem:r1|ab12cd", name="daily 7:00",
+        jobstore="rooms",
+    )  # fmt: skip
+    old.shutdown(wait=False)
+    marker = tmp_path / "code-ran-here"
+    with engine.begin() as db:
+        db.execute(
+            text("INSERT INTO apscheduler_jobs VALUES ('mem:r1|evil', 1.0, :state)"),
+            {"state": pickle.dumps({"func": "gateway.schedules:fire", "x": _Runs(marker)})},
+        )
+        db.execute(
+            text("INSERT INTO apscheduler_jobs VALUES ('mem:r1|evil2', 1.0, :state)"),
+            {"state": pickle.dumps(_Runs(marker))},
+        )
+    engine.dispose()
+
+    store = Store(url)  # opening the store upgrades it
+    try:
+        kept = every(store)
+        with store.engine.connect() as db:
+            tables = db.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+            names = {row[0] for row in tables}
+    finally:
+        store.close()
+    assert not marker.exists(), "upgrading the store ran code a pickled job named"
+    assert [(s.room, s.schedule_id, s.when, s.recipe, s.text) for s in kept] == [
+        ("mem:r1", "ab12cd", "daily 7:00", "duo", "good morning")
+    ]
+    assert kept[0].next_run is not None
+    assert "apscheduler_jobs" not in names

@@ -161,11 +161,16 @@ async def test_buttons_pick_recipes_and_confirm_resets_and_recipes_travel_as_doc
         card = data.replace(b"name: duo", b"name: duo-copy").replace(
             b"title: Echo duo", b"title: Copy"
         )
+        chatter = telegram.post_file(
+            TG_CHAT, TG_ALICE, "big.bin", b"x" * 1000, "look", user="alice"
+        )
         telegram.post_file(TG_CHAT, TG_ALICE, "duo-copy.yaml", card, "/recipe import", user="alice")
         await until(
             lambda: any("imported duo-copy@" in t for t in texts(telegram)),
             what=lambda: texts(telegram),
         )
+        # a file sent with chatter is never downloaded: only a command takes a file
+        assert chatter and "file1" not in telegram.fetched and telegram.fetched, telegram.fetched
         telegram.post_file(
             TG_CHAT, TG_ALICE, "broken.yaml", b"potluck: 1\nname: [", "/recipe import", user="alice"
         )

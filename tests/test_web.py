@@ -19,28 +19,76 @@ async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: 
     async with web_room(tmp_path) as web, aiohttp.ClientSession(cookie_jar=jar) as http:
         base = f"http://127.0.0.1:{web.port}"
         assert web.host == "127.0.0.1"
-        for url in (f"{base}/", f"{base}/?token=wrong", f"{base}/api/recipes"):
-            async with http.get(url) as response:
-                assert response.status == 403, url
         assert (tmp_path / "web.token").stat().st_mode & 0o777 == 0o600
-        async with http.get(f"{base}/?token={web.token}") as response:
-            assert response.status == 200
-            assert "HttpOnly" in response.headers["Set-Cookie"]
-            assert "SameSite=Strict" in response.headers["Set-Cookie"]
+        # the printed link carries the token after '#': a browser sends that to no server
+        assert web.url == f"{base}/#token={web.token}"
+        # The page and its scripts are the same bytes for everyone, with no token in them and
+        # none set as a cookie (a cookie for 127.0.0.1 goes to every port of it).
+        for path in ("/", f"/?token={web.token}", "/room/0123abcd", "/static/receipts.js"):
+            async with http.get(base + path) as response:
+                assert response.status == 200, path
+                assert web.token not in await response.text(), path
+                assert "Set-Cookie" not in response.headers, path
+        assert not list(jar)
+        async with http.get(f"{base}/") as response:
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
-        # the cookie alone opens pages but changes nothing: a cross-site form could send it
+            assert response.headers["Referrer-Policy"] == "no-referrer"
+        # Everything else wants the token in its header: not in the query, not in the cookie
+        # earlier versions kept, not wrong, not a prefix, not in a non-ASCII disguise.
+        refused = [
+            ("/api/recipes", {}),
+            (f"/api/recipes?token={web.token}", {}),
+            ("/api/recipes", {"Cookie": f"potluck_token={web.token}"}),
+            ("/api/recipes", {"X-Potluck-Token": "wrong"}),
+            ("/api/recipes", {"X-Potluck-Token": web.token[:-1]}),
+            ("/api/recipes", {"X-Potluck-Token": web.token + "é"}),
+            ("/api/watch", {}),
+            ("/api/transcript?room=web:x", {}),
+            ("/no-such-page", {}),
+        ]
+        for path, headers in refused:
+            async with http.get(base + path, headers=headers) as response:
+                assert response.status == 403, (path, headers)
+                assert "X-Potluck-Token header" in (await response.json())["error"]
+        async with http.get(f"{base}/api/recipes", headers={"x-potluck-token": web.token}) as r:
+            assert r.status == 200 and {x["name"] for x in await r.json()} >= {"duo"}
+        # a cookie an earlier version left is deleted when the page is next opened
+        async with http.get(f"{base}/", headers={"Cookie": f"potluck_token={web.token}"}) as r:
+            assert r.status == 200
+            assert r.cookies["potluck_token"].value == ""
+            assert r.cookies["potluck_token"]["max-age"] == "0"
+        # changing anything also needs this origin: a page elsewhere cannot send the header,
+        # and one that somehow had the token would still be refused
         async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}) as response:
             assert response.status == 403
         headers = {"X-Potluck-Token": web.token, "Origin": "https://evil.example"}
         async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}, headers=headers) as r:
             assert r.status == 403
+        no_origin = {"X-Potluck-Token": web.token}
+        async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}, headers=no_origin) as r:
+            assert r.status == 403
         headers["Origin"] = base
         async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}, headers=headers) as r:
             assert r.status == 200
             room = (await r.json())["room"]
-        with pytest.raises(aiohttp.WSServerHandshakeError):
-            await http.ws_connect(f"{base}/ws/{room}", origin="https://evil.example")
-        async with http.ws_connect(f"{base}/ws/{room}", origin=base) as ws:
+        # A WebSocket carries the token as a subprotocol, after "potluck" (what the server
+        # answers, so the token is never echoed), and must come from this origin.
+        token = f"potluck-token.{web.token}"
+        for url, origin, protocols, status in (
+            (f"/ws/{room}", base, (), 403),
+            (f"/ws/{room}?token={web.token}", base, ("potluck",), 403),
+            (f"/ws/{room}", base, ("potluck", "potluck-token.wrong"), 403),
+            (f"/ws/{room}", "https://evil.example", ("potluck", token), 403),
+            (f"/ws/{room}", base, (token,), 400),  # said how: offer "potluck" too
+            ("/watch/ws?room=web:" + room, "https://evil.example", ("potluck", token), 403),
+        ):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refusal:
+                await http.ws_connect(base + url, origin=origin, protocols=protocols)
+            assert refusal.value.status == status, (url, origin, protocols)
+        async with http.ws_connect(
+            f"{base}/ws/{room}", origin=base, protocols=("potluck", token)
+        ) as ws:
+            assert ws.protocol == "potluck"
             await ws.send_json({"text": "hi <b>there</b>"})
             texts: dict[str, str] = {}
             agents: dict[str, str] = {}
@@ -61,6 +109,45 @@ async def test_nothing_opens_without_the_token_or_from_another_origin(tmp_path: 
             assert all("hi <b>there</b>" in texts[i] for i in agents)
             assert all(signed[i]["kind"] == AGENT_TURN for i in agents)
             assert any(e["kind"] == PERSON_MESSAGE for e in signed.values())  # the person's line
+        async with http.ws_connect(  # the watch socket speaks the same way
+            f"{base}/watch/ws?room=web:{room}", origin=base, protocols=("potluck", token)
+        ) as watching:
+            assert watching.protocol == "potluck"
+            assert (await watching.receive_json(timeout=10))["type"] == "message"
+
+
+async def test_the_page_keeps_the_token_in_its_tab_and_out_of_the_address(tmp_path: Path) -> None:
+    """The link's token moves into this tab's sessionStorage and out of the address bar (an
+    older `?token=` link's too, once), no cookie is ever set, a reload keeps working, and a
+    tab opened without the link, or with a stale token, asks for the link and shows nothing."""
+    from playwright.async_api import async_playwright
+
+    async with web_room(tmp_path) as web, async_playwright() as pw:
+        browser = await launch(pw)
+        base = f"http://127.0.0.1:{web.port}"
+        stored = "() => sessionStorage.getItem('potluck-token')"
+        for link in (web.url, f"{base}/?token={web.token}"):
+            context = await browser.new_context()
+            page = await context.new_page()
+            await page.goto(link)
+            await page.wait_for_selector("button[data-recipe=duo]")
+            assert page.url == f"{base}/", link
+            assert await page.evaluate(stored) == web.token
+            await page.reload()
+            await page.click("button[data-recipe=duo]")
+            await page.wait_for_selector("text=now runs duo@")  # its WebSocket opened too
+            assert web.token not in page.url and "/room/" in page.url
+            assert await context.cookies() == []
+            await context.close()
+        page = await browser.new_page()
+        await page.goto(f"{base}/")
+        await page.wait_for_selector("#title >> text=Open the link")
+        await page.evaluate("() => sessionStorage.setItem('potluck-token', 'stale')")
+        await page.reload()
+        await page.wait_for_selector("#title >> text=Open the link")
+        assert await page.evaluate(stored) is None
+        assert await page.eval_on_selector_all("button[data-recipe]", "b => b.length") == 0
+        await browser.close()
 
 
 async def test_a_person_talks_to_several_agents_in_a_real_browser(tmp_path: Path) -> None:
@@ -118,7 +205,7 @@ async def test_health_and_metrics_are_open_to_a_local_monitor_and_count(tmp_path
         headers = {"X-Potluck-Token": web.token, "Origin": base}
         async with http.post(f"{base}/api/rooms", json={"recipe": "duo"}, headers=headers) as r:
             room = (await r.json())["room"]
-        async with http.ws_connect(f"{base}/ws/{room}?token={web.token}", origin=base) as ws:
+        async with http.ws_connect(f"{base}/ws/{room}", origin=base, headers=headers) as ws:
             await ws.send_json({"text": "count me"})
             finished = 0
             async with asyncio.timeout(60):  # both agents' final edits

@@ -116,7 +116,7 @@ def run(context: Context, ref: str, message: str, speaker: str) -> None:
             context.library,
             open_ledger(config, store),
             open_models(config),
-            Budgets(store, config.budgets),
+            Budgets(store, config.budgets, config.session_ceiling),
             sandboxes,
         )
         room_id = ensure_room(store, "terminal", user, "terminal")

@@ -13,6 +13,7 @@ from adapters.base import Attachment
 from runtime.recipes import diff, short_ref, to_yaml
 from runtime.recipes.files import recipe_from_bytes
 
+from ..budgets import capped_words
 from ..library import Saved
 from ..sharing import history
 from .context import Request
@@ -30,6 +31,13 @@ async def _attach(req: Request, saved: Saved, why: str) -> None:
 async def _sandbox_limits(req: Request, saved: Saved) -> None:
     """A recipe may only ask for less than the install allows: say what this one asked for
     beyond it (capped), or that its tools cannot run here at all."""
+    limits = saved.recipe.limits
+    spend = capped_words(limits.max_tokens, limits.max_cost_usd, req.services.budgets.ceiling)
+    if spend:
+        await req.say(
+            "(this install caps the recipe's session budget: " + "; ".join(spend) + "; "
+            "the gateway's owner sets [budgets] session_usd / session_tokens)"
+        )
     if not any(agent.tools for agent in saved.recipe.agents):
         return
     sandboxes = req.services.sandboxes

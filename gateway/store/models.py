@@ -275,3 +275,20 @@ class RecordEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(64))  # the event it is about
     event_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Schedule(Base):
+    """A room's `/schedule`: plain columns, read back as text and rebuilt into the scheduler's
+    memory at start. Never a pickled job: a store can come from a stranger's backup, and
+    unpickling runs whatever the pickle names."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("room", "schedule_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room: Mapped[str] = mapped_column(String(255))  # "platform:room"
+    schedule_id: Mapped[str] = mapped_column(String(16))
+    when: Mapped[str] = mapped_column(String(64))  # as the person wrote it
+    recipe: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text, default="")
+    next_run: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

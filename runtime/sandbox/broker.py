@@ -41,6 +41,7 @@ REQUEST_TIMEOUT_S = 10.0
 FRAME_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 64
 LINGER_S = 1.0
+BACKLOG = 1024  # connections the kernel queues for accept (capped by net.core.somaxconn)
 
 
 class BrokerError(RuntimeError):
@@ -88,7 +89,7 @@ def bind(path: Path, mode: int) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, mode)
-    sock.listen(128)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -134,8 +135,10 @@ class Broker:
             log.info("sandboxes: %d adopted, %d stale removed", len(adopted), len(removed))
         except SandboxError as exc:
             log.warning("no engine at start (%s); sandboxes start when it answers", exc)
+        # asyncio listens again with its own backlog (100): past it, a Unix socket's connect
+        # fails with EAGAIN, which asyncio takes for a connection; keep the burst queued.
         self._server = await asyncio.start_unix_server(
-            self._accept, sock=sock, limit=protocol.MAX_FRAME + 16
+            self._accept, sock=sock, limit=protocol.MAX_FRAME + 16, backlog=BACKLOG
         )
         self._reaper = asyncio.create_task(self._reap())
 

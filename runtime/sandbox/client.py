@@ -145,9 +145,14 @@ class BrokerClient:
         """Send a request (and its data), then yield the broker's replies up to the last."""
         reader, writer = await self._open()
         try:
-            await write_message(writer, message)
-            for frame in protocol.data_frames(data):
-                await write_message(writer, frame)
+            try:
+                await write_message(writer, message)
+                for frame in protocol.data_frames(data):
+                    await write_message(writer, frame)
+            except ConnectionError:
+                # A busy or stopping broker answers at once and closes; a client slower than
+                # that loses its write, but the answer may be in the reader already: read on.
+                pass
             while True:
                 try:
                     async with asyncio.timeout(timeout_s):
@@ -164,7 +169,7 @@ class BrokerClient:
                 yield kind, value
                 if kind in ("exit", "ok"):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:
             raise SandboxError(f"the connection to the sandbox broker broke ({exc})") from None
         except ProtocolError as exc:
             raise SandboxError(f"the sandbox broker answered nonsense: {exc}") from None

@@ -294,10 +294,31 @@ class Sandboxes:
             await self._discard(room)
             box = None
         if box is None:
+            await self._make_room_for(room)
             box = await self._engine(self._create, room, limits)
             self._boxes[room] = box
         box.last_used = time.monotonic()
         return box
+
+    async def _make_room_for(self, room: str) -> None:
+        """At the ceiling of running containers, the least recently used one that is not
+        busy stops (its workspace stays); when every one is busy, the room is told to wait."""
+        while len(self._boxes) >= self.ceilings.running:
+            idle = [
+                (box.last_used, other)
+                for other, box in self._boxes.items()
+                if other != room and not self._lock(other).locked()
+            ]
+            if not idle:
+                raise SandboxError(
+                    f"this install runs at most {self.ceilings.running} sandboxes at once and "
+                    "all are busy; try again when another room's command has finished (the "
+                    "owner can raise [sandbox] running)"
+                )
+            other = min(idle)[1]
+            async with self._lock(other):
+                if other in self._boxes:
+                    await self._discard(other)
 
     async def _discard(self, room: str) -> None:
         """Remove the room's container (only ever the one we recorded); the workspace stays."""

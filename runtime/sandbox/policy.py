@@ -79,6 +79,9 @@ class Ceilings:
     exec_timeout_s: int = 120
     workspace_bytes: int = 256 * 1024 * 1024
     idle_s: float = 600.0
+    # Containers running at once, all rooms together: anyone who can add the bot to rooms
+    # (an allow-list like `telegram:*`) could otherwise start one per room without end.
+    running: int = 8
 
     def within_host(self, host_cpus: int) -> Ceilings:
         """The engine cannot give more CPUs than it has (Docker would refuse with a raw
@@ -96,6 +99,7 @@ class Ceilings:
             "exec_timeout_s": self.exec_timeout_s,
             "workspace": format_size(self.workspace_bytes),
             "idle_s": self.idle_s,
+            "running": self.running,
         }
 
 
