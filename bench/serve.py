@@ -76,7 +76,7 @@ async def first_answer(base: str, token: str) -> float:
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/api/rooms", json={"recipe": "solo"}, headers=headers) as r:
             room = (await r.json())["room"]
-        async with http.ws_connect(f"{base}/ws/{room}?token={token}", origin=base) as ws:
+        async with http.ws_connect(f"{base}/ws/{room}", origin=base, headers=headers) as ws:
             await asyncio.sleep(0.5)  # the room's recipe notice first
             started = time.perf_counter()
             await ws.send_json({"text": "What is the capital of France?"})
@@ -118,7 +118,7 @@ async def main() -> None:
             base = f"http://127.0.0.1:{port}"
             health_s = await until_answers(f"{base}/health", serve, started)
             token = (Path(home) / "web.token").read_text().strip()
-            page_s = await until_answers(f"{base}/?token={token}", serve, started)
+            page_s = await until_answers(f"{base}/", serve, started)  # the token rides in "#"
             await asyncio.sleep(3)  # idle, no room open
             idle_mb = rss_mb(serve.pid)
             idle_model = loaded(serve.pid, "libllama") or loaded(serve.pid, "xllamacpp")
