@@ -56,6 +56,7 @@ class _Tip:
     relays: tuple[str, ...]
     seq: int  # of the next event
     prev_id: str | None
+    prev_created: int = 0  # the previous event's created_at: the next is never earlier
     root_id: str | None = None  # the open mark's id (v2)
     format: int = FORMAT
     hint: str = ""  # relay hint for references to our own events
@@ -126,6 +127,7 @@ class Ledger:
             relays=relays,
             seq=stored[-1].seq + 1,
             prev_id=last.id,
+            prev_created=last.created_at,
             root_id=first.id,
             format=event_format(first),
             hint=self._hint(relays),
@@ -168,6 +170,9 @@ class Ledger:
         with self._lock:
             tip = self._tip(session_id)
             salt = secrets.token_bytes(32)
+            # A wall clock stepped back (NTP, a restored VM, `date -s`) must not make an
+            # honest chain read as reordered: a receipt is never older than the one before.
+            created = max(int(self.clock()), tip.prev_created)
             event = receipt(
                 self.signer,
                 Link(
@@ -184,7 +189,7 @@ class Ledger:
                 text=text,
                 salt=salt,
                 transparent=tip.transparent,
-                created_at=int(self.clock()),
+                created_at=created,
             )
             stamp = now()
             row = {
@@ -209,7 +214,7 @@ class Ledger:
                 tip.root_id = event.id
             else:
                 self._count(tip, tip.seq, kind, fields)
-            tip.seq, tip.prev_id = tip.seq + 1, event.id
+            tip.seq, tip.prev_id, tip.prev_created = tip.seq + 1, event.id, created
             return event
 
     @contextmanager
