@@ -2,12 +2,16 @@
 // (noble-secp256k1), the session chain (seq and links), each shown text against the salted
 // commitment its signed event carries, and in format v2 the closed set of endings and the
 // counts that exchange ends and close marks sign. Mirrors gateway/receipts/chain.py: both
-// formats verify, event by event; a session keeps the format it was opened in.
+// formats verify, event by event; a session keeps the format it was opened in. A tool call's
+// output is checked against its salted `output_commitment` (with the output's own salt) or
+// the plain `output_sha256` of transparent and older receipts (checkOutput).
 import { etc, schnorr } from "noble-secp256k1";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const HEX128 = /^[0-9a-f]{128}$/;
 const COMMITMENT_PREFIX = new TextEncoder().encode("potluck/commitment/1\0");
+const OUTPUT_PREFIX = new TextEncoder().encode("potluck/output/1\0");
+const SALT = /^(?:[0-9a-f]{2})*$/;
 const KIND = { person: 4740, turn: 4741, tool: 4742, mark: 4743, exchange: 4744, version: 4745 };
 const RECEIPT_KINDS = new Set([4740, 4741, 4742, 4743, 4744]);
 const ENDINGS = new Set([
@@ -139,6 +143,17 @@ export async function checkEvent(event) {
   return valid ? null : "signature does not verify";
 }
 
+/** SHA-256 of a domain prefix, a salt and a text: chain.commitment, chain.output_commitment. */
+async function salted(prefix, saltHex, text) {
+  const salt = etc.hexToBytes(saltHex);
+  const body = new TextEncoder().encode(text);
+  const all = new Uint8Array(prefix.length + salt.length + body.length);
+  all.set(prefix, 0);
+  all.set(salt, prefix.length);
+  all.set(body, prefix.length + salt.length);
+  return sha256Hex(all);
+}
+
 /** Whether `text` with `saltHex` is what the event committed to. */
 export async function checkReveal(event, text, saltHex) {
   let claimed;
@@ -147,14 +162,22 @@ export async function checkReveal(event, text, saltHex) {
   } catch {
     return false;
   }
-  if (typeof claimed !== "string" || !/^[0-9a-f]*$/.test(saltHex || "")) return false;
-  const salt = etc.hexToBytes(saltHex);
-  const body = new TextEncoder().encode(text);
-  const all = new Uint8Array(COMMITMENT_PREFIX.length + salt.length + body.length);
-  all.set(COMMITMENT_PREFIX, 0);
-  all.set(salt, COMMITMENT_PREFIX.length);
-  all.set(body, COMMITMENT_PREFIX.length + salt.length);
-  return (await sha256Hex(all)) === claimed;
+  if (typeof claimed !== "string" || !SALT.test(saltHex || "")) return false;
+  return (await salted(COMMITMENT_PREFIX, saltHex || "", text)) === claimed;
+}
+
+/** Whether `output` is what a tool-call receipt signed: its salted `output_commitment`
+ * (`saltHex` is the output's own salt, not the command's), or the plain `output_sha256`
+ * of transparent and older receipts. Mirrors chain.output_matches. */
+export async function checkOutput(event, output, saltHex = null) {
+  const f = fieldsOf(event);
+  if (typeof f.output_commitment === "string" && typeof saltHex === "string") {
+    return SALT.test(saltHex) && (await salted(OUTPUT_PREFIX, saltHex, output)) === f.output_commitment;
+  }
+  if (f.output_commitment == null && typeof f.output_sha256 === "string") {
+    return (await sha256Hex(new TextEncoder().encode(output))) === f.output_sha256;
+  }
+  return false;
 }
 
 function linksV1(event, previous) {

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .app import Context, _fail, cli, pass_context
 from .output import emit_data, say
+
+if TYPE_CHECKING:
+    from ..receipts.nostr import Event
 
 # -- receipts ------------------------------------------------------------------------------
 
@@ -46,6 +51,36 @@ def _print_report(name: str, report) -> bool:  # type: ignore[no-untyped-def]
     return report.ok
 
 
+HEX = re.compile(r"(?:[0-9a-f]{2})*")
+MAX_LISTED = 20  # malformed lines of a bundle named one by one; the rest are counted
+
+
+def _read_bundle(bundle: Path) -> tuple[list[Event], list[str]]:
+    """A JSON-lines bundle's events, and what is wrong with each line that is not one.
+
+    A bundle is a stranger's file: whatever is wrong with it is named, line by line, and
+    the lines that are events are still checked, never a traceback (EventFormatError also
+    covers a lone surrogate, whose event cannot be serialised to check its id)."""
+    from ..receipts.nostr import EventFormatError, parse_event
+
+    try:
+        text = bundle.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(f"{bundle}: not UTF-8 text (byte {exc.start}); a bundle is JSON lines")
+    except OSError as exc:
+        _fail(f"{bundle}: cannot be read: {exc.strerror or exc}")
+    events: list[Event] = []
+    malformed: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(parse_event(json.loads(line)))
+        except (ValueError, RecursionError, EventFormatError) as exc:
+            malformed.append(f"{bundle}:{number}: not a Nostr event: {str(exc)[:300]}")
+    return events, malformed
+
+
 @receipts.command("verify")
 @click.option("--session", "session_id", help="One session's chain, from the store.")
 @click.option("--room", help="Every session of a room: platform:room-id or its number.")
@@ -67,23 +102,28 @@ def receipts_verify(
     """Check every id, signature and link; names exactly what is wrong."""
     from ..receipts.chain import verify_chain
     from ..receipts.nip19 import npub_decode
-    from ..receipts.nostr import EventFormatError, parse_event
     from ..store.rooms import find_room
 
     if sum(x is not None for x in (session_id, room, bundle)) != 1:
         _fail("give exactly one of --session, --room or --file")
     results: list[bool] = []
     if bundle is not None:
-        events = []
-        for number, line in enumerate(bundle.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                events.append(parse_event(json.loads(line)))
-            except (ValueError, EventFormatError) as exc:
-                _fail(f"{bundle}:{number}: not a Nostr event: {exc}")
-        expected = npub_decode(pubkey) if pubkey and pubkey.startswith("npub") else pubkey
-        results.append(_print_report(str(bundle), verify_chain(events, pubkey=expected)))
+        try:
+            expected = npub_decode(pubkey) if pubkey and pubkey.startswith("npub") else pubkey
+        except ValueError as exc:
+            _fail(f"--pubkey: not an npub: {exc}")
+        events, malformed = _read_bundle(bundle)
+        if not events and not malformed:
+            _fail(f"{bundle}: no events in it; a bundle is JSON lines, one Nostr event each")
+        for problem in malformed[:MAX_LISTED]:
+            say(problem, fg="red")
+        if len(malformed) > MAX_LISTED:
+            say(f"… and {len(malformed) - MAX_LISTED} more malformed lines", fg="red")
+        if malformed:
+            say(f"{bundle}: {len(malformed)} line(s) are not Nostr events", fg="red")
+            results.append(False)
+        if events:  # what can be checked still is, so one bad line hides nothing else
+            results.append(_print_report(str(bundle), verify_chain(events, pubkey=expected)))
     else:
         ledger = _ledger(context)
         if session_id is not None:
@@ -167,15 +207,29 @@ def receipts_share(context: Context, session_id: str, output: Path, title: str) 
 def receipts_reveal(context: Context, event_id: str | None, check_file: Path | None) -> None:
     """Prove what a commitment-form receipt said, or check such a proof."""
     from ..receipts.chain import reveal_matches
-    from ..receipts.nostr import check_event, parse_event
+    from ..receipts.nostr import EventFormatError, check_event, parse_event
 
     if check_file is not None:
-        claim = json.loads(check_file.read_text(encoding="utf-8"))
-        event = parse_event(claim.get("event"))
+        # A reveal is a stranger's file too: each way it can be wrong is said, not raised.
+        try:
+            claim = json.loads(check_file.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            _fail(f"{check_file}: not a reveal (JSON with event, text, salt): {str(exc)[:300]}")
+        except OSError as exc:
+            _fail(f"{check_file}: cannot be read: {exc.strerror or exc}")
+        if not isinstance(claim, dict):
+            _fail(f"{check_file}: not a reveal: the JSON must be an object with event, text, salt")
+        try:
+            event = parse_event(claim.get("event"))
+        except EventFormatError as exc:
+            _fail(f"{check_file}: its event is not a Nostr event: {str(exc)[:300]}")
+        text, salt = claim.get("text"), claim.get("salt")
+        if not isinstance(text, str) or not isinstance(salt, str) or not HEX.fullmatch(salt):
+            _fail(f"{check_file}: a reveal's text must be a string and its salt hex digits")
         problem = check_event(event)
         if problem:
             _fail(f"the event itself does not verify: {problem}")
-        if not reveal_matches(event, str(claim.get("text")), bytes.fromhex(claim.get("salt", ""))):
+        if not reveal_matches(event, text, bytes.fromhex(salt)):
             _fail("the text does not match the event's commitment")
         click.secho(
             f"verified: event {event.id[:12]}… by {event.pubkey[:12]}… committed to "

@@ -18,6 +18,8 @@ from .relay import RelayClient, RelayError
 from .travel import TIMEOUT, Fetched, FetchError, fetch_version, relays_to_ask
 
 PAGE = 1000  # events asked per page; a relay may send fewer
+MAX_PAGES = 50  # pages asked of one relay for one session
+MAX_EVENTS = 50_000  # events of one session an audit holds, from all relays together
 
 
 class AuditError(LookupError):
@@ -52,12 +54,25 @@ async def _collect(relay: str, query: dict | list[dict], timeout: float) -> list
     return found.events
 
 
-async def _session_events(relay: str, root: str, author: str, timeout: float) -> list[Event]:
-    """Every event of the session on one relay, page by page (relays cap answers; `until`
-    walks back in time, and ids already seen are dropped)."""
+def _genuine(event: Event, author: str) -> bool:
+    """Signed by the gateway, a receipt, and intact: all an audit keeps from a relay."""
+    return event.pubkey == author and event.kind in kinds.RECEIPT_KINDS and not check_event(event)
+
+
+async def _session_events(
+    relay: str, root: str, author: str, timeout: float
+) -> tuple[list[Event], list[str]]:
+    """Every genuine event of the session on one relay (at most MAX_EVENTS), page by page
+    (relays cap answers; `until` walks back in time), and notes on what was left out.
+
+    Only events that verify count: a relay can make up any number of events that name the
+    session, but not sign them, so a page of fakes is dropped and ends the walk instead of
+    asking for another. A gateway can sign any number, so pages and events are capped."""
     seen: dict[str, Event] = {}
+    forged = 0
     until: int | None = None
-    while True:
+    notes: list[str] = []
+    for _ in range(MAX_PAGES):
         wanted = filters.session(root, author)
         for query in wanted:
             query["limit"] = PAGE
@@ -65,10 +80,24 @@ async def _session_events(relay: str, root: str, author: str, timeout: float) ->
                 query["until"] = until
         page = await _collect(relay, wanted, timeout)
         fresh = [e for e in page if e.id not in seen]
-        seen.update((e.id, e) for e in fresh)
-        if not fresh or len(page) < PAGE:
-            return list(seen.values())
-        until = min(e.created_at for e in page)
+        genuine = [e for e in fresh if _genuine(e, author)]
+        forged += len(fresh) - len(genuine)
+        for event in genuine[: MAX_EVENTS - len(seen)]:
+            seen[event.id] = event
+        if len(seen) >= MAX_EVENTS:
+            notes.append(f"{relay}: stopped at {MAX_EVENTS} events; the session may be longer")
+            break
+        if not genuine or len(page) < PAGE:
+            break
+        until = min(e.created_at for e in genuine)
+    else:
+        notes.append(f"{relay}: stopped after {MAX_PAGES} pages; the session may be longer")
+    if forged:
+        notes.append(
+            f"{relay} sent {forged} event(s) naming this session that are not the gateway's "
+            "signed receipts (dropped)"
+        )
+    return list(seen.values()), notes
 
 
 async def fetch_session(event_id: str, relays: Sequence[str], *, timeout: float = TIMEOUT) -> Audit:
@@ -102,10 +131,16 @@ async def fetch_session(event_id: str, relays: Sequence[str], *, timeout: float 
     found: dict[str, Event] = {}
     for relay in relays:
         try:
-            for event in await _session_events(relay, root, first.pubkey, timeout):
-                found.setdefault(event.id, event)
+            events, notes = await _session_events(relay, root, first.pubkey, timeout)
         except RelayError as exc:
             said.append(str(exc))
+            continue
+        said += notes
+        for event in events:
+            if len(found) >= MAX_EVENTS:
+                said.append(f"{relay}: kept {MAX_EVENTS} events in all; the rest left out")
+                break
+            found.setdefault(event.id, event)
     events = sorted(found.values(), key=_seq)
     report = verify_chain(events, pubkey=first.pubkey)
     version = None

@@ -37,6 +37,34 @@ def commitment(salt: bytes, text: str) -> str:
     return hashlib.sha256(b"potluck/commitment/1\x00" + salt + text.encode("utf-8")).hexdigest()
 
 
+def output_commitment(salt: bytes, output: str) -> str:
+    """A tool call's output as a commitment-form receipt signs it (`output_commitment`):
+    salted, so a short output (a PIN, a yes, a number) cannot be guessed from the relay,
+    and in a domain of its own, so it never equals a text's commitment. Its salt is not the
+    command's (KeyPair.output_salt): revealing the command does not open the output.
+    Transparent receipts, and commitment-form ones signed before, carry `output_sha256`,
+    the output's plain SHA-256."""
+    return hashlib.sha256(b"potluck/output/1\x00" + salt + output.encode("utf-8")).hexdigest()
+
+
+def output_matches(event: Event, output: str, salt: bytes | None = None) -> bool:
+    """True when this is the output a tool-call receipt signed: against its salted
+    `output_commitment` (the salt is needed), or the plain `output_sha256` of transparent
+    and older receipts."""
+    try:
+        fields = json.loads(event.content)
+    except ValueError:
+        return False
+    if not isinstance(fields, dict):
+        return False
+    salted, plain = fields.get("output_commitment"), fields.get("output_sha256")
+    if isinstance(salted, str) and salt is not None:
+        return hmac.compare_digest(salted, output_commitment(salt, output))
+    if isinstance(plain, str) and salted is None:
+        return hmac.compare_digest(plain, hashlib.sha256(output.encode("utf-8")).hexdigest())
+    return False
+
+
 def reveal_matches(event: Event, text: str, salt: bytes) -> bool:
     """True when this text and salt are what the event committed to."""
     try:

@@ -41,6 +41,14 @@ class KeyPair:
         salt = hashlib.sha256(b"potluck/pseudonym/" + purpose.encode() + self.secret).digest()
         return hmac.new(salt, value.encode(), hashlib.sha256).hexdigest()
 
+    def output_salt(self, receipt_salt: bytes) -> bytes:
+        """The salt of a tool call's output commitment, derived from its receipt's own salt
+        with a key that never leaves the key file: the install can always open an output
+        commitment (nothing more is stored), and a reveal of the command (its salt made
+        public) gives nobody the output's salt, so a short output stays unguessable."""
+        key = hashlib.sha256(b"potluck/output-salt/1\x00" + self.secret).digest()
+        return hmac.new(key, receipt_salt, hashlib.sha256).digest()
+
     @classmethod
     def generate(cls) -> KeyPair:
         while True:

@@ -35,6 +35,7 @@ from .chain import (
     Tally,
     ending_fields,
     event_format,
+    output_commitment,
     receipt,
     verify_chain,
 )
@@ -56,6 +57,7 @@ class _Tip:
     relays: tuple[str, ...]
     seq: int  # of the next event
     prev_id: str | None
+    prev_created: int = 0  # the previous event's created_at: the next is never earlier
     root_id: str | None = None  # the open mark's id (v2)
     format: int = FORMAT
     hint: str = ""  # relay hint for references to our own events
@@ -126,6 +128,7 @@ class Ledger:
             relays=relays,
             seq=stored[-1].seq + 1,
             prev_id=last.id,
+            prev_created=last.created_at,
             root_id=first.id,
             format=event_format(first),
             hint=self._hint(relays),
@@ -164,10 +167,20 @@ class Ledger:
         elif kind != kinds.SESSION_MARK and isinstance(fields, dict):
             tip.exchange.add(kind, fields)
 
-    def _append(self, session_id: str, kind: int, fields: dict, text: str | None) -> Event:
+    def _append(
+        self,
+        session_id: str,
+        kind: int,
+        fields: dict,
+        text: str | None,
+        salt: bytes | None = None,
+    ) -> Event:
         with self._lock:
             tip = self._tip(session_id)
-            salt = secrets.token_bytes(32)
+            salt = secrets.token_bytes(32) if salt is None else salt
+            # A wall clock stepped back (NTP, a restored VM, `date -s`) must not make an
+            # honest chain read as reordered: a receipt is never older than the one before.
+            created = max(int(self.clock()), tip.prev_created)
             event = receipt(
                 self.signer,
                 Link(
@@ -184,7 +197,7 @@ class Ledger:
                 text=text,
                 salt=salt,
                 transparent=tip.transparent,
-                created_at=int(self.clock()),
+                created_at=created,
             )
             stamp = now()
             row = {
@@ -209,7 +222,7 @@ class Ledger:
                 tip.root_id = event.id
             else:
                 self._count(tip, tip.seq, kind, fields)
-            tip.seq, tip.prev_id = tip.seq + 1, event.id
+            tip.seq, tip.prev_id, tip.prev_created = tip.seq + 1, event.id, created
             return event
 
     @contextmanager
@@ -343,16 +356,28 @@ class Ledger:
         wall_ms: int,
         killed: str | None = None,
     ) -> Event:
-        fields = {
-            "agent": agent,
-            "tool": tool,
-            "exit_code": exit_code,
-            "wall_ms": wall_ms,
-            "output_sha256": hashlib.sha256(output.encode()).hexdigest(),
-            "output_bytes": len(output.encode()),
-            "killed": killed,
-        }
-        return self._append(session_id, kinds.TOOL_CALL, fields, command)
+        """A tool call: its command committed as any text is, and its output as a digest.
+        In a transparent room the digest is the output's plain SHA-256 (the room shows its
+        texts anyway); otherwise it is salted (chain.output_commitment), with a salt of its
+        own (`output_salt`), because a plain hash of a short output is the output to anyone
+        who tries the few candidates."""
+        with self._lock:
+            tip = self._tip(session_id)
+            salt = secrets.token_bytes(32)
+            fields: dict[str, Any] = {
+                "agent": agent,
+                "tool": tool,
+                "exit_code": exit_code,
+                "wall_ms": wall_ms,
+                "output_bytes": len(output.encode()),
+                "killed": killed,
+            }
+            if tip.transparent:
+                fields["output_sha256"] = hashlib.sha256(output.encode()).hexdigest()
+            else:
+                output_salt = self.keys.output_salt(salt)
+                fields["output_commitment"] = output_commitment(output_salt, output)
+            return self._append(session_id, kinds.TOOL_CALL, fields, command, salt)
 
     def record_turn(self, session_id: str, turn: Any) -> Event:
         """A conductor `Turn` as a receipt."""
@@ -555,6 +580,15 @@ class Ledger:
         if row is None or row.plaintext is None or row.salt is None:
             raise LedgerError(f"no committed text stored for event {event_id[:12]}…")
         return parse_event(json.loads(row.event_json)), row.plaintext, bytes.fromhex(row.salt)
+
+    def output_salt(self, event_id: str) -> bytes:
+        """The salt that opens a tool call's `output_commitment`: with it, whoever holds the
+        output proves it (chain.output_matches); it opens nothing else."""
+        with self.store.session() as db:
+            row = db.get(ReceiptRow, event_id)
+        if row is None or row.kind != kinds.TOOL_CALL or row.salt is None:
+            raise LedgerError(f"no tool call receipt {event_id[:12]}… in this store")
+        return self.keys.output_salt(bytes.fromhex(row.salt))
 
     def count(self) -> int:
         with self.store.session() as db:

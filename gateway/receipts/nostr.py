@@ -20,6 +20,9 @@ from coincurve.context import GLOBAL_CONTEXT
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX128 = re.compile(r"^[0-9a-f]{128}$")
+# A UTF-16 surrogate in a Python string is always unpaired (JSON's `\ud83d\ude00` pair
+# decodes to one character): no UTF-8 encoder writes it, so such an event has no id at all.
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 # NIP-01: exactly these seven are escaped; every other character is written verbatim.
 _ESCAPES = {
@@ -217,6 +220,10 @@ def parse_event(data: Any) -> Event:
         raise EventFormatError("tags must be a list of lists of strings")
     if not isinstance(data["content"], str):
         raise EventFormatError("content must be a string")
+    _refuse_surrogates(data["content"], "content")
+    for number, tag in enumerate(tags):
+        for value in tag:
+            _refuse_surrogates(value, f"tag #{number}")
     return Event(
         data["id"],
         data["pubkey"],
@@ -226,6 +233,20 @@ def parse_event(data: Any) -> Event:
         data["content"],
         data["sig"],
     )
+
+
+def _refuse_surrogates(value: str, where: str) -> None:
+    """Half of a UTF-16 pair (JSON `\\ud800` with no partner) is not text: such an event
+    cannot be serialised to compute its id, so it is malformed, not merely forged."""
+    if value.isascii():  # O(1) in CPython: most strings of most events
+        return
+    found = SURROGATE.search(value)
+    if found is not None:
+        raise EventFormatError(
+            f"{where} holds an unpaired surrogate (\\u{ord(found.group()):04x} at character "
+            f"{found.start()}), which is not text; a correct Nostr client writes characters, "
+            "not half of a UTF-16 pair"
+        )
 
 
 def check_event(event: Event) -> str | None:

@@ -48,13 +48,14 @@ def _patterns(q: str, head: str, tail: str) -> tuple[re.Pattern[str], ...]:
     a content whose quotes are written `q`, found after `head` and before `tail`. Keys are
     sorted (chain._content) and written `"key":` with no space, and a quote inside a string
     value is always escaped, so these match real keys only; an exchange end is matched
-    whole. Anything else (a detail with escapes in it, a key added later) falls back to
-    parsing the JSON."""
+    whole. A tool call's output digest is `output_commitment` (salted) or, in transparent
+    rooms and receipts signed before it, `output_sha256`. Anything else (a detail with
+    escapes in it, a key added later) falls back to parsing the JSON."""
     text = r"[^\"\\]*"  # a string value with no escapes in it
     number = r"-?[0-9][0-9.eE+-]*"
     tool = re.compile(
         f"{q}exit_code{q}:(-?\\d+|null),{q}killed{q}:(null|{q}[a-z_]*{q}),"
-        f"{q}output_bytes{q}:\\d+,{q}output_sha256{q}:{q}[0-9a-f]{{64}}{q},"
+        f"{q}output_bytes{q}:\\d+,{q}output_(?:commitment|sha256){q}:{q}[0-9a-f]{{64}}{q},"
         f"(?:{q}text{q}:{q}{text}{q},)?{q}tool{q}:{q}{text}{q},"
         f"{q}wall_ms{q}:(-?\\d+)}}{tail}"
     )
