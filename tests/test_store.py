@@ -68,6 +68,42 @@ def test_migrate_twice_is_harmless(database_url: str) -> None:
         second.close()
 
 
+def test_the_head_is_known_without_alembic_and_a_store_behind_it_is_migrated(
+    tmp_path,
+) -> None:
+    """Start skips Alembic for a store at the head, which it reads from the file names:
+    every migration file is `NNNN_*.py` with revision NNNN, and the newest is Alembic's
+    head. A store one migration behind is still brought up to it."""
+    import re
+
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from gateway.store.db import MIGRATIONS, at_head, head_revision, make_engine
+
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        revision = re.search(r'^revision = "(\w+)"', path.read_text(), re.M)
+        assert revision and path.name.startswith(f"{revision[1]}_"), path.name
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'behind.db'}")
+    assert not at_head(engine)
+    previous = ScriptDirectory.from_config(config).get_revision(head_revision()).down_revision
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, previous)
+    assert not at_head(engine)
+    engine.dispose()
+    store = Store(f"sqlite:///{tmp_path / 'behind.db'}")
+    try:
+        assert at_head(store.engine)
+    finally:
+        store.close()
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'wal.db'}")
     with store.engine.connect() as conn:
@@ -83,7 +119,10 @@ def test_library_keeps_every_version_and_walks_lineage(store: Store) -> None:
     edited = library.set("my-solo", "agents.assistant.temperature", "0.1")
     assert library.get("my-solo").id == edited.id
     assert library.get(f"my-solo@{fork.id[:7]}").id == fork.id  # old versions stay reachable
-    assert library.get(fork.id).recipe.agents[0].temperature == 0.5
+    assert (
+        library.get(fork.id).recipe.agents[0].temperature
+        == bundled["solo"].recipe.agents[0].temperature
+    )
     chain = [saved.id for saved in library.lineage("my-solo")]
     assert chain == [edited.id, fork.id, bundled["solo"].id]
     with pytest.raises(RecipeError, match="exists"):
