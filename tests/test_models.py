@@ -46,6 +46,7 @@ class FlakyProvider:
         self.requests: list[dict[str, Any]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()  # a hanging answer hangs until the server stops
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -60,7 +61,8 @@ class FlakyProvider:
         if model == "down":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if model == "hang":
-            await asyncio.sleep(30)
+            await self._stopping.wait()
+            return web.Response(status=503)
         if model == "garbage":
             return web.Response(text="{not json", content_type="application/json")
         self.requests.append(body)
@@ -99,6 +101,7 @@ class FlakyProvider:
         self.url = f"http://127.0.0.1:{port}/v1"
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
