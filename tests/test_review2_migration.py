@@ -7,7 +7,8 @@ Attack: the migration guards the unpickling of `job_state` (any exception → ro
 not what it does with the fields afterwards: `datetime.fromtimestamp(next_run_time)` on an
 attacker's REAL column (1e300, NaN, -1e20) raises OverflowError/ValueError, and a string field
 holding a lone surrogate ("\\ud800", which pickle's BINUNICODE decodes with surrogatepass) or a
-NUL (refused by PostgreSQL) makes the INSERT raise. Both escape `upgrade()`, so `Store(url)`
+NUL or a recipe over 255 characters (both refused by PostgreSQL; only room and schedule_id
+lengths are checked) makes the INSERT raise. Both escape `upgrade()`, so `Store(url)`
 raises and `potluck` cannot start on the restored store.
 What the attacker gets: a backup that bricks the install that restores it. Worse on SQLite:
 pysqlite opens no transaction for DDL, so `CREATE TABLE schedules` is committed before the
@@ -38,13 +39,15 @@ def _job(**kwargs: str) -> bytes:
     )
 
 
-def _old_store(tmp_path: Path, rows: list[tuple[str, object, bytes]]) -> str:
+def _old_store(
+    tmp_path: Path, rows: list[tuple[str, object, bytes]], url: str | None = None
+) -> str:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     from gateway.store.db import MIGRATIONS, make_engine
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = url or f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -52,10 +55,11 @@ def _old_store(tmp_path: Path, rows: list[tuple[str, object, bytes]]) -> str:
         config.attributes["connection"] = connection
         command.upgrade(config, "0006")
     with engine.begin() as db:
+        blob = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
         db.execute(
             text(
                 "CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, "
-                "next_run_time FLOAT, job_state BLOB NOT NULL)"
+                f"next_run_time FLOAT, job_state {blob} NOT NULL)"
             )
         )
         for row_id, next_run, state in rows:
@@ -90,6 +94,21 @@ def test_lone_surrogate_in_a_field_does_not_stop_the_upgrade(tmp_path: Path) -> 
     state = _job(schedule_id="ev1l00", text="hello \ud800 there")
     url = _old_store(tmp_path, [("mem:r1|ab12cd", 1.0, _job()), ("mem:r1|ev1l00", 1.0, state)])
     _open_keeps_good_row(url)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"recipe": "r" * 300}, {"text": "a NUL \x00 here"}],
+    ids=["recipe-over-255", "nul-in-text"],
+)
+def test_fields_the_table_cannot_hold_do_not_stop_the_upgrade(
+    tmp_path: Path, database_url: str, fields: dict[str, str]
+) -> None:
+    """On PostgreSQL `recipe` is VARCHAR(255) and text cannot hold NUL: such a row must be
+    dropped, not fail the whole upgrade (SQLite accepts both, so it passes there)."""
+    state = _job(schedule_id="ev1l00", **fields)
+    rows = [("mem:r1|ab12cd", 1.0, _job()), ("mem:r1|ev1l00", 1.0, state)]
+    _open_keeps_good_row(_old_store(tmp_path, rows, database_url))
 
 
 def test_a_failed_upgrade_leaves_the_store_at_0006(tmp_path: Path) -> None:
