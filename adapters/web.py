@@ -41,6 +41,7 @@ SCRIPTS = ("noble-secp256k1.js", "receipts.js")  # the only files /static/ serve
 # The page and its scripts, by route: served to anyone, since they hold no secret (a
 # browser loading a page or a module script sends no custom header).
 SHELL = frozenset({"/", "/room/{room}", "/static/{name}"})
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER = "X-Potluck-Token"
 SUBPROTOCOL = "potluck"  # what the server answers; the token rides in a second one
 TOKEN_PROTOCOL = "potluck-token."
@@ -131,8 +132,21 @@ class WebAdapter:
         origin = request.headers.get("Origin")
         return origin in (f"http://{self.host}:{self.port}", f"http://localhost:{self.port}")
 
+    def _host_ok(self, host: str) -> bool:
+        """On loopback, only loopback names (any port: a container's port may be mapped);
+        bound wider by the owner's choice, any name (the token still guards everything)."""
+        if self.host not in LOOPBACK_NAMES and not self.host.startswith("127."):
+            return True
+        name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0]
+        name = (name or host).lower()
+        return name in LOOPBACK_NAMES or name == self.host or name.startswith("127.")
+
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self._host_ok(request.headers.get("Host", "")):
+            # DNS rebinding: a page on the attacker's name, re-pointed at 127.0.0.1, would be
+            # same-origin with itself and read what answers without the token (the probes).
+            return web.json_response({"error": "this server answers only to its own name"}, 421)
         if request.method in ("GET", "HEAD") and (
             request.path in self.probes  # read-only counters for a local monitor
             or _route(request) in SHELL  # the page and its scripts: no secret in them

@@ -117,17 +117,21 @@ class Budgets:
             },
         )
 
-    def _spent(self, since: datetime, **where: Any) -> Spent:
+    def _spent(self, since: datetime | None, **where: Any) -> Spent:
+        after = () if since is None else (Spend.created_at >= since,)
         with self.store.session() as db:
             tokens, cost = db.execute(
                 select(
                     func.coalesce(func.sum(Spend.tokens), 0),
                     func.coalesce(func.sum(Spend.cost_usd), 0.0),
-                ).where(
-                    Spend.created_at >= since, *(getattr(Spend, k) == v for k, v in where.items())
-                )
+                ).where(*after, *(getattr(Spend, k) == v for k, v in where.items()))
             ).one()
         return Spent(int(tokens), float(cost))
+
+    def of_session(self, session_id: str) -> Spent:
+        """What a session has spent so far: a session continued after a restart starts its
+        budget from here, not from nothing."""
+        return self._spent(None, session_id=session_id)
 
     def check(self, room_id: int, user: str, moment: datetime) -> str | None:
         """Before a model call: None, or why not (with when it resets and who can change it)."""

@@ -7,6 +7,7 @@ repr() so a logged Config shows no key.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -282,8 +283,11 @@ def _session_ceiling(section: dict[str, Any], env: dict[str, str]) -> SessionCei
             value = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
-        if value <= 0:
-            raise ConfigError(f"[budgets] {key} must be above 0 (it caps every session)")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(
+                f"[budgets] {key} must be a finite number above 0 (it caps every session), "
+                f"not {raw!r}"
+            )
         found[key] = value
     default = SessionCeiling()
     return SessionCeiling(
@@ -306,8 +310,8 @@ def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
             value = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
-        if value < 0:
-            raise ConfigError(f"[budgets] {key} cannot be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"[budgets] {key} must be a finite number, 0 or more, not {raw!r}")
         if value:
             found[key] = value
     unknown = set(section) - {"period", *BUDGET_KEYS, *SESSION_KEYS}

@@ -89,9 +89,13 @@ class Exchange:
     def _budget(self, saved: Saved, room_id: int, conversation: Conversation | None) -> Budget:
         limits = saved.recipe.limits
         tokens, usd = session_limits(limits.max_tokens, limits.max_cost_usd, self.budgets.ceiling)
+        # a session continued (after a restart, or a room rebuilt) keeps what it has spent
+        spent = self.budgets.of_session(conversation.session_id) if conversation else None
         return RoomBudget(
             tokens,
             usd,
+            tokens=spent.tokens if spent else 0,
+            cost_usd=spent.cost_usd if spent else 0.0,
             period=lambda: self.budgets.check(
                 room_id, conversation.asker if conversation else "", now()
             ),

@@ -23,7 +23,7 @@ import shlex
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
@@ -80,8 +80,22 @@ def split_when(raw: str) -> tuple[str, list[str]]:
     raise WhenError(WHEN_HELP)
 
 
+HORIZON = timedelta(days=9 * 366)  # Feb 29 comes within 8 years, even across 2100
+
+
 def cron_fields(when: str) -> dict[str, str]:
-    """APScheduler cron fields for a WHEN. Pure."""
+    """APScheduler cron fields for a WHEN that fires some day. Pure."""
+    fields = _cron_fields(when)
+    # A WHEN naming no real date ("31st of February") has no next run: APScheduler would
+    # search every year up to 9999 for one (seconds of CPU on the event loop); bounded, the
+    # search ends quickly.
+    now = datetime.now(UTC)
+    if CronTrigger(**fields, end_date=now + HORIZON).get_next_fire_time(None, now) is None:
+        raise WhenError(f"{when!r} never fires: no such date comes (check the day and month)")
+    return fields
+
+
+def _cron_fields(when: str) -> dict[str, str]:
     words = when.lower().split()
     if len(words) == 5:
         minute, hour, day, month, weekdays = words

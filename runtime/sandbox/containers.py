@@ -166,6 +166,7 @@ class Sandboxes:
         self.watch = Watch(self.api, self.install)
         self._boxes: dict[str, _Box] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
+        self._creating = asyncio.Lock()
         self._ready_lock = asyncio.Lock()
         self._ready = False
         self.counters = {
@@ -294,9 +295,12 @@ class Sandboxes:
             await self._discard(room)
             box = None
         if box is None:
-            await self._make_room_for(room)
-            box = await self._engine(self._create, room, limits)
-            self._boxes[room] = box
+            # one room at a time counts and creates: counted apart, rooms starting together
+            # would each see room under the ceiling and all start
+            async with self._creating:
+                await self._make_room_for(room)
+                box = await self._engine(self._create, room, limits)
+                self._boxes[room] = box
         box.last_used = time.monotonic()
         return box
 

@@ -29,6 +29,7 @@ log = logging.getLogger("potluck.store")
 LEGACY = "apscheduler_jobs"
 MAX_STATE = 64 * 1024  # a job of ours pickles to well under 2 KiB
 FIELDS = ("room", "recipe", "text", "schedule_id")
+LIMITS = {"when": 64, "room": 255, "recipe": 255, "schedule_id": 16, "text": 4000}
 
 
 class _Inert:
@@ -69,12 +70,41 @@ def legacy_job(state: bytes) -> dict[str, str] | None:
     kwargs, when = job.get("kwargs"), job.get("name")
     if not isinstance(kwargs, dict) or not isinstance(when, str):
         return None
-    if not all(isinstance(kwargs.get(field), str) for field in FIELDS):
+    fields = {"when": when, **{field: kwargs.get(field) for field in FIELDS}}
+    if not all(_storable(value) for value in fields.values()):
         return None
-    return {"when": when[:64], **{field: kwargs[field] for field in FIELDS}}
+    if any(len(fields[field]) > limit for field, limit in LIMITS.items()):
+        return None
+    return fields
+
+
+def _storable(value: object) -> bool:
+    """Text every database takes: no lone surrogates (not UTF-8), no NUL (PostgreSQL)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _moment(value: object) -> datetime | None:
+    """A stored next-run time, or None (computed afresh at start) when it is not a sane one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, ValueError, OSError):  # 1e300, -1e20, nan, inf
+        return None
 
 
 def upgrade() -> None:
+    bind = op.get_bind()
+    if sa.inspect(bind).has_table("schedules"):
+        # SQLite's driver commits DDL on its own: a run of this migration that failed after
+        # creating the table (before the fixes below) left it behind; start over cleanly.
+        op.drop_table("schedules")
     schedules = op.create_table(
         "schedules",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -88,7 +118,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
         sa.UniqueConstraint("room", "schedule_id", name=op.f("uq_schedules_room")),
     )
-    bind = op.get_bind()
     if not sa.inspect(bind).has_table(LEGACY):
         return
     rows, seen, dropped = [], set(), 0
@@ -97,14 +126,12 @@ def upgrade() -> None:
     ):
         job = legacy_job(state)
         key = (job["room"], job["schedule_id"]) if job else None
-        if job is None or key in seen or len(job["room"]) > 255 or len(job["schedule_id"]) > 16:
+        if job is None or key in seen:
             dropped += 1
             continue
         seen.add(key)
-        when = None
-        if isinstance(next_run_time, int | float):
-            when = datetime.fromtimestamp(next_run_time, UTC)
-        rows.append({**job, "next_run": when, "created_at": datetime.now(UTC)})
+        next_run = _moment(next_run_time)
+        rows.append({**job, "next_run": next_run, "created_at": datetime.now(UTC)})
     if rows:
         op.bulk_insert(schedules, rows)
     op.drop_table(LEGACY)
