@@ -831,6 +831,43 @@ async def launch(pw: Any) -> Any:
 POTLUCK = [sys.executable, "-m", "gateway"]
 
 
+def on_a_terminal(
+    home: Path, *args: str, stderr_too: bool = True, timeout: float = 180.0
+) -> tuple[int, bytes, str]:
+    """`potluck ARGS` with stdout (and stderr, unless `stderr_too` is False: then it is
+    piped and returned apart) on a pseudo-terminal, as a person runs it: its exit code,
+    what the terminal received, and the piped stderr."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "POTLUCK_HOME": str(home)}
+    env.pop("POTLUCK_DATABASE_URL", None)
+    stderr = follower if stderr_too else subprocess.PIPE
+    process = subprocess.Popen(
+        [*POTLUCK, *args], env=env, stdout=follower, stderr=stderr, close_fds=True
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    code = process.wait(30)
+    piped = process.stderr.read().decode("utf-8", errors="replace") if process.stderr else ""
+    return code, b"".join(chunks), piped
+
+
 def potluck(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POTLUCK_HOME": str(home)}
     env.pop("POTLUCK_DATABASE_URL", None)

@@ -7,12 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import pty
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +16,7 @@ from adapters.base import Outgoing
 from adapters.terminal import TerminalAdapter
 from runtime.text import terminal_safe
 
-from .support import CLEAR, HOSTILE, POTLUCK, assert_inert, potluck
+from .support import CLEAR, HOSTILE, assert_inert, on_a_terminal, potluck
 
 
 @pytest.mark.parametrize(
@@ -117,30 +112,9 @@ def test_history_set_diff_and_errors_print_hostile_text_inert(
 
 def run_in_terminal(home: Path, *args: str) -> str:
     """`potluck ARGS` with its stdout on a pseudo-terminal, as a person would run it."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "POTLUCK_HOME": str(home)}
-    env.pop("POTLUCK_DATABASE_URL", None)
-    process = subprocess.Popen(
-        [*POTLUCK, *args], env=env, stdout=follower, stderr=subprocess.PIPE, close_fds=True
-    )
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        elif process.poll() is not None:
-            break
-    os.close(leader)
-    assert process.wait(10) == 0, process.stderr.read() if process.stderr else ""
-    return b"".join(chunks).decode("utf-8")
+    code, shown, stderr = on_a_terminal(home, *args, stderr_too=False, timeout=60)
+    assert code == 0, stderr
+    return shown.decode("utf-8")
 
 
 def test_export_is_exact_into_a_pipe_and_inert_on_a_terminal(evil: tuple[Path, str]) -> None:

@@ -4,43 +4,16 @@ terminal. Real `potluck` command, real broker, real engine; fails on the code as
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
-import subprocess
-import time
 from pathlib import Path
 
-from .support import HOSTILE, POTLUCK, assert_inert, engine, potluck
+from .support import HOSTILE, assert_inert, engine, on_a_terminal, potluck
 
 
-def _on_a_terminal(home: Path, *args: str, timeout: float = 180) -> str:
+def _on_a_terminal(home: Path, *args: str) -> str:
     """`potluck ARGS` with stdout and stderr on one pseudo-terminal, as a person runs it."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "POTLUCK_HOME": str(home)}
-    env.pop("POTLUCK_DATABASE_URL", None)
-    process = subprocess.Popen(
-        [*POTLUCK, *args], env=env, stdout=follower, stderr=follower, close_fds=True
-    )
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        elif process.poll() is not None:
-            break
-    os.close(leader)
-    process.wait(30)
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    _code, shown, _ = on_a_terminal(home, *args)
+    return shown.decode("utf-8", errors="replace")
 
 
 def test_sandbox_exec_shows_what_a_sandboxed_process_prints_inert(tmp_path: Path) -> None:
