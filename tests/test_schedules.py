@@ -190,6 +190,13 @@ def test_an_old_store_keeps_its_schedules_and_runs_nothing_its_job_table_names(
             text("INSERT INTO apscheduler_jobs VALUES ('mem:r1|evil2', 1.0, :state)"),
             {"state": pickle.dumps(_Runs(marker))},
         )
+        for n, shifted in enumerate(({"schedule_id": "ab:cd"}, {"recipe": "duo:other"})):
+            job = {"func": "gateway.schedules:fire", "name": "daily 7:00"}
+            job["kwargs"] = {**kwargs, "schedule_id": f"{n}", **shifted}  # a colon shifts
+            db.execute(  # the fired run's key, "schedule:ID:RECIPE:TIME"
+                text(f"INSERT INTO apscheduler_jobs VALUES ('mem:r1|shift{n}', 1.0, :state)"),
+                {"state": pickle.dumps(job)},
+            )
     engine.dispose()
 
     store = Store(url)  # opening the store upgrades it

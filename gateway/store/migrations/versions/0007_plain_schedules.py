@@ -15,6 +15,7 @@ Revises: 0006
 import io
 import logging
 import pickle
+import re
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -74,6 +75,12 @@ def legacy_job(state: bytes) -> dict[str, str] | None:
     if not all(_storable(value) for value in fields.values()):
         return None
     if any(len(fields[field]) > limit for field, limit in LIMITS.items()):
+        return None
+    # a fired run is keyed "schedule:ID:RECIPE:TIME": an id is hex, a recipe a recipe name
+    # (runtime/recipes/schema.py SLUG), so neither can shift the key with a colon
+    if not re.fullmatch(r"[0-9a-f]{1,16}", fields["schedule_id"]):
+        return None
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?", fields["recipe"]):  # SLUG
         return None
     return fields
 
