@@ -166,7 +166,7 @@ class Sandboxes:
         self.watch = Watch(self.api, self.install)
         self._boxes: dict[str, _Box] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
-        self._creating = asyncio.Lock()
+        self._starting: set[str] = set()  # rooms whose container is being created
         self._ready_lock = asyncio.Lock()
         self._ready = False
         self.counters = {
@@ -295,19 +295,22 @@ class Sandboxes:
             await self._discard(room)
             box = None
         if box is None:
-            # one room at a time counts and creates: counted apart, rooms starting together
-            # would each see room under the ceiling and all start
-            async with self._creating:
-                await self._make_room_for(room)
+            await self._make_room_for(room)
+            # the slot is taken before the (slow) create: rooms starting together would
+            # otherwise each see room under the ceiling and all start; creates still overlap
+            self._starting.add(room)
+            try:
                 box = await self._engine(self._create, room, limits)
-                self._boxes[room] = box
+            finally:
+                self._starting.discard(room)
+            self._boxes[room] = box
         box.last_used = time.monotonic()
         return box
 
     async def _make_room_for(self, room: str) -> None:
         """At the ceiling of running containers, the least recently used one that is not
         busy stops (its workspace stays); when every one is busy, the room is told to wait."""
-        while len(self._boxes) >= self.ceilings.running:
+        while len(self._boxes) + len(self._starting) >= self.ceilings.running:
             idle = [
                 (box.last_used, other)
                 for other, box in self._boxes.items()
