@@ -273,21 +273,28 @@ class SessionCeiling:
     tokens: int = 400_000
 
 
+def _budget_figure(section: dict[str, Any], env: dict[str, str], key: str) -> float | None:
+    """One [budgets] figure (or POTLUCK_BUDGET_<KEY>): a finite number, or None if unset."""
+    raw = env.get(f"POTLUCK_BUDGET_{key.upper()}", section.get(key))
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"[budgets] {key} must be a finite number, not {raw!r}")
+    return value
+
+
 def _session_ceiling(section: dict[str, Any], env: dict[str, str]) -> SessionCeiling:
     found: dict[str, float] = {}
     for key in SESSION_KEYS:
-        raw = env.get(f"POTLUCK_BUDGET_{key.upper()}", section.get(key))
-        if raw in (None, ""):
+        value = _budget_figure(section, env, key)
+        if value is None:
             continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(
-                f"[budgets] {key} must be a finite number above 0 (it caps every session), "
-                f"not {raw!r}"
-            )
+        if value <= 0:
+            raise ConfigError(f"[budgets] {key} must be above 0 (it caps every session)")
         found[key] = value
     default = SessionCeiling()
     return SessionCeiling(
@@ -303,15 +310,11 @@ def _budgets(section: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     if period not in ("day", "week", "month"):
         raise ConfigError(f"[budgets] period must be day, week or month, not {period!r}")
     for key in BUDGET_KEYS:
-        raw = env.get(f"POTLUCK_BUDGET_{key.upper()}", section.get(key))
-        if raw in (None, ""):
+        value = _budget_figure(section, env, key)
+        if value is None:
             continue
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"[budgets] {key} must be a number, not {raw!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"[budgets] {key} must be a finite number, 0 or more, not {raw!r}")
+        if value < 0:
+            raise ConfigError(f"[budgets] {key} cannot be negative")
         if value:
             found[key] = value
     unknown = set(section) - {"period", *BUDGET_KEYS, *SESSION_KEYS}
