@@ -460,18 +460,11 @@ class Sandboxes:
         """Run argv and collect its result."""
         limits, _ = self.limits(request)
         collected = Collected(cap or limits.output_cap_bytes)
-        ended = None
         feed = _chunks(stdin) if stdin else None
         events = self.stream(
             room, argv, request, stdin=feed, cap=collected.cap, timeout_s=timeout_s
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, Output):
-                    collected.add(event.stream, event.data)
-                else:
-                    ended = event
-        assert ended is not None
+        ended = await _collect(events, collected)
         return exec_result(label or " ".join(argv), collected, ended)
 
     async def exec(self, room: str, command: str, request: Request | None = None) -> ExecResult:
@@ -493,19 +486,11 @@ class Sandboxes:
         if size > MAX_FILE_BYTES:
             raise SandboxError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} limit")
         collected = Collected(4096)
-        ended = None
         argv = ["bash", "-c", PUT, "put", target, str(size)]
         events = self.stream(
             room, argv, request, stdin=data, cap=collected.cap, timeout_s=FILE_TIMEOUT_S
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, Output):
-                    collected.add(event.stream, event.data)
-                else:
-                    ended = event
-        assert ended is not None
-        result = exec_result(path, collected, ended)
+        result = exec_result(path, collected, await _collect(events, collected))
         if result.exit_code != 0 or result.timed_out:
             why = result.stderr.strip()[-300:] or result.summary()
             raise SandboxError(f"could not write {path}: {why}")
@@ -970,6 +955,19 @@ async def _uninterruptible(work: Any) -> None:
             break
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def _collect(events: AsyncIterator[Output | Ended], collected: Collected) -> Ended:
+    """A command's output into `collected`, up to its end."""
+    ended = None
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, Output):
+                collected.add(event.stream, event.data)
+            else:
+                ended = event
+    assert ended is not None
+    return ended
 
 
 async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
